@@ -1,0 +1,25 @@
+"""purellm: an OpenAI-compatible LLM inference server in plain PyTorch.
+
+Importing this package is light: torch loads only when `LLM` is first used.
+"""
+
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("purellm")
+except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["LLM", "SamplingParams", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "LLM":
+        from purellm.llm import LLM
+
+        return LLM
+    if name == "SamplingParams":
+        from purellm.sampling_params import SamplingParams
+
+        return SamplingParams
+    raise AttributeError(f"module 'purellm' has no attribute {name!r}")

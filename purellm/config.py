@@ -1,0 +1,40 @@
+"""Engine configuration: a frozen dataclass validated on creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str | None = None
+    """A folder, a .gguf file, an HF repo id in the local cache, an Ollama name; None: default."""
+    dtype: str = "auto"
+    device: str = "auto"
+    max_model_len: int | None = None
+    """Context length; None takes the model's, capped by what the KV cache holds."""
+    block_size: int = 16
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    kv_cache_memory: int | None = None
+    """KV-cache bytes; None: 2 GiB on CPU, `gpu_memory_utilization` on GPUs."""
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    seed: int = 0
+    generation_config: str = "auto"
+    """'auto' applies the model's generation_config.json; 'vllm' ignores it; or a folder."""
+    chat_template: str | None = None
+    """A Jinja template (text or a file path) that overrides the model's."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.block_size >= 1, "block_size must be positive"),
+            (self.max_num_seqs >= 1, "max_num_seqs must be positive"),
+            (self.max_num_batched_tokens >= 1, "max_num_batched_tokens must be positive"),
+            (self.max_model_len is None or self.max_model_len >= 2, "max_model_len too small"),
+            (self.kv_cache_memory is None or self.kv_cache_memory > 0, "kv_cache_memory <= 0"),
+            (0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)

@@ -1,0 +1,179 @@
+"""The engine: requests in, token deltas out. `step()` is schedule -> run -> postprocess."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from purellm.config import EngineConfig
+from purellm.engine.block_manager import BlockManager
+from purellm.engine.detokenizer import IncrementalDetokenizer
+from purellm.engine.scheduler import Scheduler, SchedulerOutput
+from purellm.engine.sequence import Sequence
+from purellm.engine.stats import EngineStats
+from purellm.loaders.model_files import ModelFiles
+from purellm.outputs import DeltaOutput, TokenLogprob
+from purellm.sampling_params import SamplingParams
+
+log = logging.getLogger("purellm")
+
+
+@dataclass
+class _Tracked:
+    seq: Sequence
+    detokenizer: IncrementalDetokenizer
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig, files: ModelFiles | None = None):
+        from purellm.loaders.resolve import resolve_model
+        from purellm.loaders.tokenizer import apply_chat_template_override, eos_token_ids
+        from purellm.runner.model_runner import ModelRunner
+
+        self.config = config
+        self.files = files or resolve_model(config.model)
+        self.tokenizer = self.files.tokenizer
+        apply_chat_template_override(self.tokenizer, config.chat_template)
+        use_generation_config = config.generation_config != "vllm"
+        self.generation_config = self.files.generation_config if use_generation_config else {}
+        self.eos_ids = eos_token_ids(self.tokenizer, self.generation_config)
+        self.runner = ModelRunner(config, self.files)
+        self.max_model_len = self.runner.max_model_len
+        self.block_manager = BlockManager(
+            self.runner.num_blocks, config.block_size, config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(
+            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
+        )
+        self.tracked: dict[int, _Tracked] = {}
+        self.requests: dict[str, list[Sequence]] = {}
+        self.stats = EngineStats()
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.runner.num_blocks * self.config.block_size
+
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> None:
+        """Queue a request; ValueError when it cannot be served (nothing is queued then)."""
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already running")
+        self._validate(prompt_token_ids, params)
+        room = self.max_model_len - len(prompt_token_ids)
+        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        seqs = []
+        for index in range(params.n):
+            seq = Sequence(list(prompt_token_ids), params, request_id, index, max_tokens=max_tokens)
+            if params.seed is not None:
+                seq.generator = self.runner.generator_for(params.seed + index)
+            detok = IncrementalDetokenizer(self.tokenizer, seq.prompt_token_ids, params)
+            self.tracked[seq.seq_id] = _Tracked(seq, detok)
+            self.scheduler.add(seq)
+            seqs.append(seq)
+        self.requests[request_id] = seqs
+        self.stats.on_add(len(prompt_token_ids))
+
+    def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_token_ids:
+            raise ValueError("the prompt is empty")
+        vocab = self.runner.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_token_ids):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {len(prompt_token_ids)} tokens; this model's context is "
+                f"{self.max_model_len} tokens, which leaves no room to generate"
+            )
+        if params.logprobs is not None and params.logprobs > 20:
+            raise ValueError("logprobs must be at most 20")
+
+    def abort_request(self, request_id: str) -> None:
+        """Stop a request and free its KV blocks at once."""
+        for seq in self.requests.pop(request_id, []):
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
+                self.stats.on_finish("abort")
+            self.tracked.pop(seq.seq_id, None)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    def step(self) -> list[DeltaOutput]:
+        out = self.scheduler.schedule()
+        if not out.scheduled:
+            return []
+        try:
+            sampled = self.runner.run(out.scheduled, self.eos_ids)
+        except Exception:
+            log.exception("model step failed; failing the requests in it")
+            return self._fail(out)
+        self.scheduler.update(out)
+        return self._postprocess(out, sampled)
+
+    def _postprocess(self, out: SchedulerOutput, sampled) -> list[DeltaOutput]:
+        deltas = []
+        for item, token in zip([s for s in out.scheduled if s.samples], sampled):
+            seq = item.seq
+            seq.output_token_ids.append(token.token_id)
+            self.stats.generation_tokens += 1
+            stop_string = self.tracked[seq.seq_id].detokenizer.update([token.token_id])
+            reason = self._finish_reason(seq, token.token_id, stop_string)
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
+                self.stats.on_finish(reason)
+            deltas.append(self._delta(seq, token))
+        return deltas
+
+    def _finish_reason(self, seq: Sequence, token_id: int, stop_string: str | None) -> str | None:
+        params = seq.params
+        if seq.num_output_tokens >= params.min_tokens:
+            if token_id in self.eos_ids and not params.ignore_eos:
+                return "stop"
+            if token_id in params.stop_token_ids:
+                seq.stop_reason = token_id
+                return "stop"
+            if stop_string is not None:
+                seq.stop_reason = stop_string
+                return "stop"
+        if seq.num_output_tokens >= seq.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def _delta(self, seq: Sequence, token) -> DeltaOutput:
+        finished = seq.is_finished
+        logprobs = None
+        if token.logprob is not None:
+            logprobs = [TokenLogprob(token.token_id, token.logprob, token.top_logprobs or [])]
+        delta = DeltaOutput(
+            request_id=seq.request_id,
+            index=seq.index,
+            token_ids=[token.token_id],
+            text=self.tracked[seq.seq_id].detokenizer.pop_delta(finished),
+            logprobs=logprobs,
+            finish_reason=seq.finish_reason,
+            stop_reason=seq.stop_reason,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_cached_tokens=seq.num_cached_tokens or 0,
+        )
+        if finished:
+            self._forget(seq)
+        return delta
+
+    def _forget(self, seq: Sequence) -> None:
+        self.tracked.pop(seq.seq_id, None)
+        seqs = self.requests.get(seq.request_id, [])
+        if all(s.is_finished for s in seqs):
+            self.requests.pop(seq.request_id, None)
+
+    def _fail(self, out: SchedulerOutput) -> list[DeltaOutput]:
+        deltas = []
+        for request_id in {item.seq.request_id for item in out.scheduled}:
+            for seq in self.requests.get(request_id, []):
+                if seq.is_finished:
+                    continue
+                self.scheduler.finish(seq, "error")
+                self.stats.on_finish("error")
+                deltas.append(DeltaOutput(request_id, seq.index, [], "", finish_reason="error"))
+                self._forget(seq)
+        return deltas

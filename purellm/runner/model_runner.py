@@ -1,0 +1,117 @@
+"""Owns the model and its KV cache: prepares a step's tensors, runs the model, samples."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from purellm.config import EngineConfig
+from purellm.engine.scheduler import ScheduledSeq
+from purellm.layers.sampler import Sampler, SamplingBatch
+from purellm.loaders.model_files import ModelFiles
+from purellm.platform import choose_device, configure_threads, kv_cache_budget, resolve_dtype
+from purellm.runner.inputs import prepare_inputs
+from purellm.runner.kv_cache import allocate_kv_cache, bytes_per_block
+from purellm.runner.model_loader import build_model
+
+log = logging.getLogger("purellm")
+
+
+@dataclass
+class SampledToken:
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, files: ModelFiles):
+        choice = choose_device(config.device)
+        self.device = choice.device
+        checkpoint_dtype = getattr(files.config, "torch_dtype", None)
+        self.dtype = resolve_dtype(config.dtype, choice, checkpoint_dtype)
+        if self.device.type == "cpu":
+            configure_threads()
+        self.block_size = config.block_size
+        model_max = getattr(files.config, "max_position_embeddings", None) or 4096
+        max_model_len = config.max_model_len or model_max
+        self.model = build_model(files, self.device, self.dtype, max(max_model_len, model_max))
+        self.vocab_size = files.config.vocab_size
+        layers = self.model.attention_layers()
+        budget = kv_cache_budget(self.device, config.kv_cache_memory, config.gpu_memory_utilization)
+        self.num_blocks = budget // bytes_per_block(layers, self.block_size, self.dtype)
+        capacity = self.num_blocks * self.block_size
+        if capacity < 2:
+            raise ValueError(f"the KV-cache budget ({budget} bytes) holds no block")
+        if config.max_model_len is not None and capacity < config.max_model_len:
+            raise ValueError(
+                f"max_model_len {config.max_model_len} exceeds the KV cache ({capacity} tokens); "
+                "raise kv_cache_memory or lower max_model_len"
+            )
+        self.max_model_len = min(max_model_len, capacity)
+        allocate_kv_cache(layers, self.num_blocks, self.block_size, self.dtype, self.device)
+        self.sampler = Sampler()
+        log.info(
+            "device %s (%s), dtype %s, KV cache %d tokens",
+            self.device,
+            choice.reason,
+            str(self.dtype).removeprefix("torch."),
+            capacity,
+        )
+
+    def generator_for(self, seed: int) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        return generator
+
+    @torch.inference_mode()
+    def run(self, scheduled: list[ScheduledSeq], eos_ids: set[int]) -> list[SampledToken]:
+        """Compute the scheduled tokens; one sampled token per sequence that completes."""
+        inputs = prepare_inputs(
+            scheduled, self.block_size, self.device, self.dtype, self.model.sliding_window
+        )
+        hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta)
+        if not inputs.sampling:
+            return []
+        logits = self.model.compute_logits(hidden[inputs.logits_indices]).float()
+        batch = self._sampling_batch(inputs.sampling, eos_ids)
+        out = self.sampler(logits, batch)
+        token_ids = out.token_ids.tolist()  # the step's one host sync
+        if out.logprobs is None:
+            return [SampledToken(t) for t in token_ids]
+        return _with_logprobs(token_ids, out, inputs.sampling)
+
+    def _sampling_batch(self, sampling: list[ScheduledSeq], eos_ids: set[int]) -> SamplingBatch:
+        seqs = [s.seq for s in sampling]
+        banned = []
+        for seq in seqs:
+            if seq.num_output_tokens < seq.params.min_tokens:
+                banned.append(sorted(eos_ids | set(seq.params.stop_token_ids)))
+            else:
+                banned.append([])
+        return SamplingBatch.build(
+            params=[s.params for s in seqs],
+            prompt_ids=[s.prompt_token_ids for s in seqs],
+            output_ids=[s.output_token_ids for s in seqs],
+            generators=[s.generator for s in seqs],
+            banned_ids=banned,
+            vocab_size=self.vocab_size,
+            device=self.device,
+        )
+
+
+def _with_logprobs(token_ids, out, sampling: list[ScheduledSeq]) -> list[SampledToken]:
+    logprobs = out.logprobs.tolist()
+    top_values = out.top_logprobs.tolist() if out.top_logprobs is not None else None
+    top_ids = out.top_token_ids.tolist() if out.top_token_ids is not None else None
+    results = []
+    for i, (token, item) in enumerate(zip(token_ids, sampling)):
+        wanted = item.seq.params.logprobs
+        if wanted is None:
+            results.append(SampledToken(token))
+            continue
+        top = list(zip(top_ids[i][:wanted], top_values[i][:wanted])) if top_ids else []
+        results.append(SampledToken(token, logprobs[i], top))
+    return results
