@@ -47,7 +47,7 @@ class LLM:
         if len(sampling_params) != len(prompts):
             raise ValueError("give one SamplingParams, or one per prompt")
         results: dict[str, RequestOutput] = {}
-        for prompt, params in zip(prompts, sampling_params):
+        for prompt, params in zip(prompts, sampling_params, strict=False):
             text, token_ids = self._tokenize(prompt)
             request_id = str(next(self._ids))
             self.engine.add_request(request_id, token_ids, params)

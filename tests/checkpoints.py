@@ -90,7 +90,6 @@ def write_checkpoint(folder: Path, arch: str, seed: int = 0) -> Path:
 def hf_greedy(folder: Path, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
     """Greedy continuation by transformers itself, float32, eager attention, ignoring EOS."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     model = _hf_model(str(folder))
     ids = torch.tensor([prompt_ids])

@@ -113,7 +113,7 @@ class LLMEngine:
 
     def _postprocess(self, out: SchedulerOutput, sampled) -> list[DeltaOutput]:
         deltas = []
-        for item, token in zip([s for s in out.scheduled if s.samples], sampled):
+        for item, token in zip([s for s in out.scheduled if s.samples], sampled, strict=False):
             seq = item.seq
             seq.output_token_ids.append(token.token_id)
             self.stats.generation_tokens += 1

@@ -44,7 +44,7 @@ class PagedAttention(nn.Module):
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        """q [T, num_heads, head_dim], k and v [T, num_kv_heads, head_dim] -> [T, num_heads * head_dim]."""
+        """q [T, heads, D], k and v [T, kv_heads, D] -> [T, heads * D]; writes k, v to the cache."""
         k_flat = self.k_cache.view(-1, self.num_kv_heads, self.head_dim)  # [slots, kv_heads, D]
         v_flat = self.v_cache.view(-1, self.num_kv_heads, self.head_dim)  # [slots, kv_heads, D]
         k_flat.index_copy_(0, meta.slot_mapping, k)

@@ -55,8 +55,8 @@ def physical_cores() -> int:
 def _processor_blocks(text: str) -> list[dict[str, str]]:
     blocks = []
     for chunk in text.split("\n\n"):
-        fields = dict(
-            (k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in chunk.splitlines())
-        )
+        fields = {
+            k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in chunk.splitlines())
+        }
         blocks.append(fields)
     return blocks

@@ -30,8 +30,7 @@ class ModelRunner:
     def __init__(self, config: EngineConfig, files: ModelFiles):
         choice = choose_device(config.device)
         self.device = choice.device
-        checkpoint_dtype = getattr(files.config, "torch_dtype", None)
-        self.dtype = resolve_dtype(config.dtype, choice, checkpoint_dtype)
+        self.dtype = resolve_dtype(config.dtype, choice, _checkpoint_dtype(files.config))
         if self.device.type == "cpu":
             configure_threads()
         self.block_size = config.block_size
@@ -102,16 +101,25 @@ class ModelRunner:
         )
 
 
+def _checkpoint_dtype(model_config) -> torch.dtype | None:
+    """The dtype the checkpoint was saved in (`dtype` in transformers 5, `torch_dtype` before)."""
+    fields = vars(model_config)
+    value = fields.get("dtype") or fields.get("torch_dtype")
+    return getattr(torch, value) if isinstance(value, str) else value
+
+
 def _with_logprobs(token_ids, out, sampling: list[ScheduledSeq]) -> list[SampledToken]:
     logprobs = out.logprobs.tolist()
     top_values = out.top_logprobs.tolist() if out.top_logprobs is not None else None
     top_ids = out.top_token_ids.tolist() if out.top_token_ids is not None else None
     results = []
-    for i, (token, item) in enumerate(zip(token_ids, sampling)):
+    for i, (token, item) in enumerate(zip(token_ids, sampling, strict=False)):
         wanted = item.seq.params.logprobs
         if wanted is None:
             results.append(SampledToken(token))
             continue
-        top = list(zip(top_ids[i][:wanted], top_values[i][:wanted])) if top_ids else []
+        top = (
+            list(zip(top_ids[i][:wanted], top_values[i][:wanted], strict=False)) if top_ids else []
+        )
         results.append(SampledToken(token, logprobs[i], top))
     return results

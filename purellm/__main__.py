@@ -1,0 +1,3 @@
+from purellm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Load a GGUF file (llama.cpp / Ollama) as ModelFiles: HF config, HF tokenizer, HF-named weights.
+
+Weights are read through a memory map and dequantized to float32 one tensor at a time."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
+from gguf.gguf_reader import ReaderTensor
+from gguf.quants import dequantize
+
+from purellm.loaders.gguf_names import SKIPPED, hf_name, llama3_rope_parameters, unpermute_qk
+from purellm.loaders.model_files import ModelFiles, WeightStream
+
+Q = GGMLQuantizationType
+SUPPORTED_TYPES = (
+    Q.F32,
+    Q.F16,
+    Q.BF16,
+    Q.Q8_0,
+    Q.Q4_0,
+    Q.Q4_1,
+    Q.Q5_0,
+    Q.Q5_1,
+    Q.Q4_K,
+    Q.Q5_K,
+    Q.Q6_K,
+)
+SUPPORTED_ARCHITECTURES = {
+    # general.architecture -> (transformers model_type, HF class); Mistral GGUFs say "llama".
+    "llama": ("llama", "LlamaForCausalLM"),
+    "qwen2": ("qwen2", "Qwen2ForCausalLM"),
+    "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+}
+_REQUIRED = object()
+
+
+def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
+    """Resolve a GGUF file. Raises ValueError for an unsupported architecture, tensor or type
+    before anything is streamed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path} does not exist")
+    try:
+        reader = GGUFReader(path, "r")
+    except Exception as error:  # the reader raises assorted errors on a file that is not GGUF
+        raise ValueError(f"{path} is not a readable GGUF file: {error}") from error
+    meta = read_metadata(reader)
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    config = build_config(meta, tensors)
+    plan = _plan(tensors, meta["general.architecture"], config)
+    return ModelFiles(
+        name=name or path.stem,
+        source=f"GGUF file {path}",
+        config=config,
+        tokenizer=_tokenizer(path, meta),
+        weights=functools.partial(_stream, plan),
+        generation_config=_generation_config(meta),
+    )
+
+
+def read_metadata(reader: GGUFReader) -> dict[str, Any]:
+    """Scalar and string metadata by key; an array (tokens, merges, ...) is kept as its length."""
+    meta: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        kind = field.types[0] if field.types else None
+        if kind == GGUFValueType.ARRAY:
+            meta[key] = len(field.data)
+        elif kind == GGUFValueType.STRING:
+            meta[key] = bytes(field.parts[field.data[0]]).decode("utf-8")
+        elif field.data:
+            meta[key] = field.parts[field.data[0]].item()
+    return meta
+
+
+def build_config(meta: dict[str, Any], tensors: dict[str, ReaderTensor]) -> Any:
+    """A transformers config (LlamaConfig, Qwen2Config, Qwen3Config) from GGUF metadata."""
+    from transformers import AutoConfig
+
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(
+            f"GGUF architecture {arch!r} is not supported; supported architectures: "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (llama also covers Mistral)"
+        )
+    model_type, hf_class = SUPPORTED_ARCHITECTURES[arch]
+
+    def key(suffix: str, default: Any = _REQUIRED) -> Any:
+        full = f"{arch}.{suffix}"
+        if full in meta:
+            return meta[full]
+        if default is _REQUIRED:
+            raise ValueError(f"GGUF metadata lacks the required key {full!r}")
+        return default
+
+    hidden = key("embedding_length")
+    heads = key("attention.head_count")
+    head_dim = key("attention.key_length", hidden // heads)
+    embedding = tensors.get("token_embd.weight")
+    if embedding is not None:
+        vocab_size = int(embedding.shape[1])  # GGUF shape [hidden, vocab]
+    else:
+        vocab_size = meta.get("tokenizer.ggml.tokens") or key("vocab_size")
+    kwargs = {
+        "architectures": [hf_class],
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": key("feed_forward_length"),
+        "num_hidden_layers": key("block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": key("attention.head_count_kv", heads),
+        "head_dim": head_dim,
+        "rms_norm_eps": _f32(key("attention.layer_norm_rms_epsilon", 1e-6)),
+        "max_position_embeddings": key("context_length"),
+        "rope_parameters": _rope_parameters(key, tensors, head_dim),
+        "tie_word_embeddings": "output.weight" not in tensors,
+        "attention_bias": arch == "qwen2" or "blk.0.attn_q.bias" in tensors,
+        "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+        "dtype": torch.float32,
+    }
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def _f32(value: float) -> float:
+    """A float32 metadata value as the shortest decimal that rounds to it (1e-05, not 9.99e-06)."""
+    return float(str(np.float32(value)))
+
+
+def _rope_parameters(key: Any, tensors: dict[str, ReaderTensor], head_dim: int) -> dict:
+    theta = _f32(key("rope.freq_base", 10000.0))
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
+    scaling = key("rope.scaling.type", None)
+    factor = key("rope.scaling.factor", None)
+    if scaling is None and key("rope.scale_linear", None) is not None:  # older files
+        scaling, factor = "linear", key("rope.scale_linear")
+    if scaling in ("linear", "yarn"):
+        if factor is None:
+            raise ValueError(f"GGUF rope scaling {scaling!r} has no rope.scaling.factor")
+        rope.update(rope_type=scaling, factor=_f32(factor))
+        original = key("rope.scaling.original_context_length", None)
+        if original is not None:
+            rope["original_max_position_embeddings"] = int(original)
+    elif scaling not in (None, "none"):
+        raise ValueError(
+            f"GGUF rope scaling type {scaling!r} is not supported (linear, yarn, none)"
+        )
+    rope_freqs = tensors.get("rope_freqs.weight")
+    if rope_freqs is not None:  # llama3-style scaling, stored as per-frequency divisors
+        _check_type(rope_freqs)
+        divisors = dequantize(rope_freqs.data, rope_freqs.tensor_type).reshape(-1)  # [dim/2]
+        dim = key("rope.dimension_count", head_dim)
+        llama3 = llama3_rope_parameters(divisors, theta, dim)
+        if llama3 is not None:
+            rope.update(llama3)
+    return rope
+
+
+def _check_type(tensor: ReaderTensor) -> None:
+    if tensor.tensor_type not in SUPPORTED_TYPES:
+        raise ValueError(
+            f"GGUF tensor {tensor.name!r} has type {tensor.tensor_type.name}, which purellm cannot "
+            f"dequantize; supported types: {', '.join(t.name for t in SUPPORTED_TYPES)}"
+        )
+
+
+def _plan(
+    tensors: dict[str, ReaderTensor], arch: str, config: Any
+) -> list[tuple[str, ReaderTensor, int | None]]:
+    """(hf_name, tensor, heads to unpermute by or None) for every tensor, checked up front."""
+    plan = []
+    for gguf_name, tensor in tensors.items():
+        if gguf_name in SKIPPED:
+            continue
+        name = hf_name(gguf_name)
+        if name is None:
+            raise ValueError(
+                f"GGUF tensor {gguf_name!r} has no Hugging Face counterpart for architecture "
+                f"{arch!r}; this file is not a plain {arch} model"
+            )
+        _check_type(tensor)
+        heads = None
+        if arch == "llama" and name.endswith(("q_proj.weight", "q_proj.bias")):
+            heads = config.num_attention_heads
+        elif arch == "llama" and name.endswith(("k_proj.weight", "k_proj.bias")):
+            heads = config.num_key_value_heads
+        plan.append((name, tensor, heads))
+    return plan
+
+
+def _stream(plan: list[tuple[str, ReaderTensor, int | None]]) -> WeightStream:
+    for name, tensor, heads in plan:
+        yield name, read_tensor(tensor, heads)
+
+
+def read_tensor(tensor: ReaderTensor, unpermute_heads: int | None = None) -> torch.Tensor:
+    """One GGUF tensor as a float32 torch tensor in HF layout (GGUF shape reversed)."""
+    _check_type(tensor)
+    shape = tuple(int(dim) for dim in reversed(tensor.shape.tolist()))
+    values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+    values = values.reshape(shape)  # [rows, row_len] -> HF shape, e.g. [out, in] or [n]
+    if not values.flags.writeable:  # an F32 tensor is a view into the read-only memory map
+        values = values.copy()
+    result = torch.from_numpy(values)
+    if unpermute_heads is not None:
+        result = unpermute_qk(result, unpermute_heads)
+    return result
+
+
+def _tokenizer(path: Path, meta: dict[str, Any]) -> Any:
+    """transformers' own GGUF tokenizer conversion, fed a folder holding only this file: next to a
+    GGUF, a tokenizer.json would otherwise take precedence over the GGUF's vocabulary."""
+    from transformers import PreTrainedTokenizerFast
+
+    with tempfile.TemporaryDirectory(prefix="purellm-gguf-") as folder:
+        link = Path(folder) / "model.gguf"
+        try:
+            link.symlink_to(path.resolve())
+        except OSError:  # no symlinks (e.g. unprivileged Windows): use the file where it is
+            link = path
+        try:
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(
+                str(link.parent), gguf_file=link.name, local_files_only=True
+            )
+        except Exception as error:
+            raise ValueError(f"cannot build a tokenizer from GGUF file {path}: {error}") from error
+    tokenizer.name_or_path = str(path)
+    template = meta.get("tokenizer.chat_template")
+    if template and not tokenizer.chat_template:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+def _generation_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """bos/eos ids; eos is a list when the file also names end-of-turn / end-of-message tokens."""
+    result: dict[str, Any] = {}
+    if (bos := meta.get("tokenizer.ggml.bos_token_id")) is not None:
+        result["bos_token_id"] = bos
+    stops = [
+        meta[key]
+        for key in (
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        )
+        if meta.get(key) is not None
+    ]
+    stops = list(dict.fromkeys(stops))
+    if stops:
+        result["eos_token_id"] = stops[0] if len(stops) == 1 else stops
+    return result
