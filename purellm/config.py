@@ -25,6 +25,9 @@ class EngineConfig:
     """'auto' applies the model's generation_config.json; 'vllm' ignores it; or a folder."""
     chat_template: str | None = None
     """A Jinja template (text or a file path) that overrides the model's."""
+    attention_backend: str = "auto"
+    """'sdpa' (scaled_dot_product_attention with explicit masks), 'matmul' (matmul + softmax,
+    the reference), or 'auto': matmul on gfx9 GPUs (no fused attention kernels), else sdpa."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -34,6 +37,10 @@ class EngineConfig:
             (self.max_model_len is None or self.max_model_len >= 2, "max_model_len too small"),
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "kv_cache_memory <= 0"),
             (0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization must be in (0, 1]"),
+            (
+                self.attention_backend in ("auto", "sdpa", "matmul"),
+                "attention_backend must be auto, sdpa or matmul",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -17,11 +17,10 @@ from torch import nn
 class AttentionGroup:
     num_seqs: int
     query_len: int
-    key_slots: torch.Tensor
-    """[num_seqs, num_keys] cache slot of each key a sequence attends to (padding points at
-    slot 0 and is masked)."""
+    block_tables: torch.Tensor
+    """[num_seqs, width] cache blocks each sequence reads, padded with block 0 (masked)."""
     mask: torch.Tensor
-    """[num_seqs, 1, 1, query_len, num_keys] additive mask: 0 where allowed, -inf elsewhere."""
+    """[num_seqs, 1, query_len, width * block_size] additive: 0 where allowed, -inf elsewhere."""
 
 
 @dataclass
@@ -34,40 +33,57 @@ class AttentionMetadata:
 
 
 class PagedAttention(nn.Module):
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float):
+    """`backend` is "sdpa" (torch's scaled_dot_product_attention with an explicit mask) or
+    "matmul" (matmul + softmax in float32: the reference, and the path for gfx906)."""
+
+    def __init__(
+        self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float, backend="sdpa"
+    ):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.scale = scale
+        self.scale, self.backend = scale, backend
         self.k_cache = self.v_cache = torch.empty(0)
         """[num_blocks, block_size, num_kv_heads, head_dim] each, bound by the runner."""
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        """q [T, heads, D], k and v [T, kv_heads, D] -> [T, heads * D]; writes k, v to the cache."""
-        k_flat = self.k_cache.view(-1, self.num_kv_heads, self.head_dim)  # [slots, kv_heads, D]
-        v_flat = self.v_cache.view(-1, self.num_kv_heads, self.head_dim)  # [slots, kv_heads, D]
-        k_flat.index_copy_(0, meta.slot_mapping, k)
-        v_flat.index_copy_(0, meta.slot_mapping, v)
+        """q [T, heads, D], k and v [T, kv_heads, D] -> [T, heads * D]; k, v go into the cache."""
+        self.k_cache.view(-1, self.num_kv_heads, self.head_dim).index_copy_(0, meta.slot_mapping, k)
+        self.v_cache.view(-1, self.num_kv_heads, self.head_dim).index_copy_(0, meta.slot_mapping, v)
+        attend = self._sdpa if self.backend == "sdpa" else self._matmul
         outputs, start = [], 0
         for group in meta.groups:
             end = start + group.num_seqs * group.query_len
-            outputs.append(self._attend(q[start:end], k_flat, v_flat, group))
+            keys, values = self._gather(group)
+            outputs.append(attend(q[start:end], keys, values, group))
             start = end
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    def _attend(
-        self, q: torch.Tensor, k_flat: torch.Tensor, v_flat: torch.Tensor, group: AttentionGroup
-    ) -> torch.Tensor:
+    def _gather(self, group: AttentionGroup) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole blocks, which index_select copies fast: each [B, kv_heads, L, D]."""
+        b, blocks = group.num_seqs, group.block_tables.view(-1)
+        shape = (b, -1, self.num_kv_heads, self.head_dim)
+        keys = self.k_cache.index_select(0, blocks).view(shape)  # [B, L, kv_heads, D]
+        values = self.v_cache.index_select(0, blocks).view(shape)  # [B, L, kv_heads, D]
+        return keys.transpose(1, 2), values.transpose(1, 2)
+
+    def _sdpa(self, q, keys, values, group: AttentionGroup) -> torch.Tensor:
+        b, n_q = group.num_seqs, group.query_len
+        q = q.view(b, n_q, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, Q, D]
+        out = nn.functional.scaled_dot_product_attention(
+            q, keys, values, attn_mask=group.mask, scale=self.scale, enable_gqa=True
+        )  # [B, H, Q, D]
+        return out.transpose(1, 2).reshape(b * n_q, self.num_heads * self.head_dim)
+
+    def _matmul(self, q, keys, values, group: AttentionGroup) -> torch.Tensor:
         b, n_q, kv_heads, d = group.num_seqs, group.query_len, self.num_kv_heads, self.head_dim
         per_kv = self.num_heads // kv_heads
         q = q.view(b, n_q, kv_heads, per_kv, d)  # [B, Q, kv_heads, G, D]
         q = q.permute(0, 2, 3, 1, 4).reshape(b, kv_heads, per_kv * n_q, d)  # [B, kv, G*Q, D]
-        keys = k_flat[group.key_slots].permute(0, 2, 3, 1)  # [B, kv_heads, D, L]
-        values = v_flat[group.key_slots].transpose(1, 2)  # [B, kv_heads, L, D]
-        scores = torch.matmul(q * self.scale, keys)  # [B, kv_heads, G*Q, L]
-        scores = scores.view(b, kv_heads, per_kv, n_q, -1) + group.mask  # [B, kv, G, Q, L]
-        probs = torch.softmax(scores.float(), dim=-1).to(values.dtype)
+        scores = torch.matmul(q * self.scale, keys.transpose(2, 3))  # [B, kv, G*Q, L]
+        scores = scores.view(b, kv_heads, per_kv, n_q, -1) + group.mask[:, :, None]
+        probs = torch.softmax(scores.float(), dim=-1).to(values.dtype)  # [B, kv, G, Q, L]
         probs = probs.view(b, kv_heads, per_kv * n_q, -1)  # [B, kv_heads, G*Q, L]
         out = torch.matmul(probs, values)  # [B, kv_heads, G*Q, D]
         out = out.view(b, kv_heads, per_kv, n_q, d).permute(0, 3, 1, 2, 4)  # [B, Q, kv, G, D]

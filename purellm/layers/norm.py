@@ -1,4 +1,5 @@
-"""RMSNorm, computed in float32 as Hugging Face's LlamaRMSNorm is."""
+"""RMSNorm, normalized in float32 and cast back before the weight, as Hugging Face's
+LlamaRMSNorm does (one fused torch op for the normalization)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ class RMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
+        normed = nn.functional.rms_norm(
+            hidden_states.float(), self.weight.shape, eps=self.variance_epsilon
+        )
+        return self.weight * normed.to(hidden_states.dtype)

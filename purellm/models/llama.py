@@ -1,6 +1,8 @@
 """Llama (Llama 2, Llama 3.x, SmolLM2) and Mistral, with Hugging Face's parameter names.
 
 Qwen2 and Qwen3 reuse these classes with a different `LayerOptions` (qkv bias, q/k norms).
+q/k/v and gate/up are each one matmul (`qkv_proj`, `gate_up_proj`); the loader fills their
+shards from the checkpoint's separate tensors through `packed_modules_mapping`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from purellm.layers.attention import AttentionMetadata, PagedAttention
+from purellm.layers.linear import MergedLinear
 from purellm.layers.norm import RMSNorm
 from purellm.layers.rotary import RotaryEmbedding, apply_rotary
 
@@ -39,9 +42,7 @@ class LlamaAttention(nn.Module):
         self.head_dim = head_dim_of(config)
         hidden, q_size = config.hidden_size, self.num_heads * self.head_dim
         kv_size = self.num_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(hidden, q_size, bias=options.qkv_bias)
-        self.k_proj = nn.Linear(hidden, kv_size, bias=options.qkv_bias)
-        self.v_proj = nn.Linear(hidden, kv_size, bias=options.qkv_bias)
+        self.qkv_proj = MergedLinear(hidden, [q_size, kv_size, kv_size], bias=options.qkv_bias)
         self.o_proj = nn.Linear(q_size, hidden, bias=options.o_bias)
         if options.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -56,13 +57,18 @@ class LlamaAttention(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        num_tokens = hidden_states.shape[0]
-        q = self.q_proj(hidden_states).view(num_tokens, self.num_heads, self.head_dim)  # [T, H, D]
-        k = self.k_proj(hidden_states).view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(hidden_states).view(num_tokens, self.num_kv_heads, self.head_dim)
+        num_tokens, heads, kv_heads = hidden_states.shape[0], self.num_heads, self.num_kv_heads
+        qkv = self.qkv_proj(hidden_states)  # [T, (heads + 2 * kv_heads) * D]
+        v = qkv[:, (heads + kv_heads) * self.head_dim :].view(num_tokens, kv_heads, -1)
         if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            q, k, _ = qkv.split(self.qkv_proj.output_sizes, dim=-1)
+            q = self.q_norm(q.view(num_tokens, heads, -1))  # [T, heads, D]
+            k = self.k_norm(k.view(num_tokens, kv_heads, -1))  # [T, kv_heads, D]
+            qk = torch.cat((q, k), dim=1)  # [T, heads + kv_heads, D]
+        else:
+            qk = qkv[:, : (heads + kv_heads) * self.head_dim]
+            qk = qk.view(num_tokens, heads + kv_heads, self.head_dim)  # [T, heads + kv, D]
+        q, k = apply_rotary(qk, *rotary).split((heads, kv_heads), dim=1)  # one rotation
         return self.o_proj(self.attn(q, k, v, meta))
 
 
@@ -70,12 +76,13 @@ class LlamaMLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         bias = bool(getattr(config, "mlp_bias", False))
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        inter = config.intermediate_size
+        self.gate_up_proj = MergedLinear(config.hidden_size, [inter, inter], bias=bias)
+        self.down_proj = nn.Linear(inter, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(nn.functional.silu(gate) * up)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -114,6 +121,15 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
+    packed_modules_mapping = {
+        "q_proj": ("qkv_proj", 0),
+        "k_proj": ("qkv_proj", 1),
+        "v_proj": ("qkv_proj", 2),
+        "gate_proj": ("gate_up_proj", 0),
+        "up_proj": ("gate_up_proj", 1),
+    }
+    """Checkpoint projection -> (fused module here, its shard), applied by the loader."""
+
     def __init__(self, config, max_position: int, options: LayerOptions | None = None):
         super().__init__()
         self.config = config

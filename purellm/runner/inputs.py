@@ -73,19 +73,15 @@ def _group(
 ) -> AttentionGroup:
     """Key slots and mask for sequences that each compute `query_len` new tokens."""
     context_lens = [s.seq.num_computed_tokens + s.num_new_tokens for s in items]
-    num_keys = max(context_lens)
-    width = -(-num_keys // block_size)
+    width = -(-max(context_lens) // block_size)
     tables = [s.seq.block_table[:width] + [0] * (width - len(s.seq.block_table)) for s in items]
     tables_t = torch.tensor(tables, dtype=torch.long, device=device)  # [B, width]
-    offsets = torch.arange(block_size, device=device)
-    key_slots = (tables_t.unsqueeze(-1) * block_size + offsets).view(len(items), -1)  # [B, w*bs]
-    key_slots = key_slots[:, :num_keys]  # [B, L]
     ends = torch.tensor(context_lens, dtype=torch.long, device=device)
     query_pos = ends[:, None] - query_len + torch.arange(query_len, device=device)  # [B, Q]
-    key_pos = torch.arange(num_keys, device=device)  # [L]
+    key_pos = torch.arange(width * block_size, device=device)  # [L]
     allowed = key_pos <= query_pos[..., None]  # [B, Q, L]
     if sliding_window:
         allowed &= key_pos > query_pos[..., None] - sliding_window
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     mask.masked_fill_(~allowed, float("-inf"))
-    return AttentionGroup(len(items), query_len, key_slots, mask[:, None, None])  # [B,1,1,Q,L]
+    return AttentionGroup(len(items), query_len, tables_t, mask[:, None])  # [B, 1, Q, L]

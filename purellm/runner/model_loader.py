@@ -8,6 +8,7 @@ import time
 import torch
 from torch import nn
 
+from purellm.layers.linear import MergedLinear
 from purellm.loaders.model_files import ModelFiles
 from purellm.models.registry import model_class
 
@@ -32,26 +33,60 @@ def build_model(
 
 
 def load_weights(model: nn.Module, files: ModelFiles) -> None:
+    """Copy every checkpoint tensor into its parameter (or its shard of a fused one), checking
+    shapes, and fail on anything missing or left over."""
     params = dict(model.named_parameters())
-    expected = set(params)
-    if getattr(model, "tie_word_embeddings", False):
-        expected.discard("lm_head.weight")
-    started, last_report, loaded = time.monotonic(), time.monotonic(), set()
+    expected = _expected_slots(model)
+    started = last_report = time.monotonic()
+    loaded: set[tuple[str, int | None]] = set()
     for name, tensor in files.weights():
-        if name not in params:
+        target, shard = _target(model, name)
+        if target not in params:
             if name == "lm_head.weight" or "rotary_emb" in name:
                 continue
             raise ValueError(f"checkpoint tensor {name!r} has no place in {type(model).__name__}")
-        param = params[name]
-        if tuple(tensor.shape) != tuple(param.shape):
-            raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)}, model {param.shape}")
-        with torch.no_grad():
-            param.copy_(tensor)
-        loaded.add(name)
+        _copy(model, params[target], target, shard, tensor)
+        loaded.add((target, shard))
         if time.monotonic() - last_report > 2:
             last_report = time.monotonic()
             log.info("loading weights: %d/%d tensors", len(loaded), len(expected))
-    missing = expected - loaded
+    missing = sorted(f"{n}[{s}]" if s is not None else n for n, s in expected - loaded)
     if missing:
-        raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
+        raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
     log.info("loaded %d tensors in %.1fs", len(loaded), time.monotonic() - started)
+
+
+def _target(model: nn.Module, name: str) -> tuple[str, int | None]:
+    """Checkpoint name -> (parameter name, shard of a fused parameter or None)."""
+    for checkpoint_part, (fused, shard) in getattr(model, "packed_modules_mapping", {}).items():
+        if f".{checkpoint_part}." in name:
+            return name.replace(f".{checkpoint_part}.", f".{fused}."), shard
+    return name, None
+
+
+def _expected_slots(model: nn.Module) -> set[tuple[str, int | None]]:
+    slots: set[tuple[str, int | None]] = set()
+    for module_name, module in model.named_modules():
+        for kind, _ in module.named_parameters(recurse=False):
+            name = f"{module_name}.{kind}" if module_name else kind
+            if isinstance(module, MergedLinear):
+                slots.update((name, i) for i in range(len(module.output_sizes)))
+            else:
+                slots.add((name, None))
+    if getattr(model, "tie_word_embeddings", False):
+        slots.discard(("lm_head.weight", None))
+    return slots
+
+
+@torch.no_grad()
+def _copy(model, param, name: str, shard: int | None, tensor: torch.Tensor) -> None:
+    if shard is None:
+        destination = param
+    else:
+        module = model.get_submodule(name.rsplit(".", 1)[0])
+        destination = param[module.shard_rows(shard)]
+    if tuple(tensor.shape) != tuple(destination.shape):
+        raise ValueError(
+            f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(destination.shape)}"
+        )
+    destination.copy_(tensor)

@@ -51,12 +51,16 @@ class ModelRunner:
             )
         self.max_model_len = min(max_model_len, capacity)
         allocate_kv_cache(layers, self.num_blocks, self.block_size, self.dtype, self.device)
+        backend = _attention_backend(config.attention_backend, choice.arch)
+        for attn in layers:
+            attn.backend = backend
         self.sampler = Sampler()
         log.info(
-            "device %s (%s), dtype %s, KV cache %d tokens",
+            "device %s (%s), dtype %s, %s attention, KV cache %d tokens",
             self.device,
             choice.reason,
             str(self.dtype).removeprefix("torch."),
+            backend,
             capacity,
         )
 
@@ -99,6 +103,12 @@ class ModelRunner:
             vocab_size=self.vocab_size,
             device=self.device,
         )
+
+
+def _attention_backend(name: str, arch: str | None) -> str:
+    if name != "auto":
+        return name
+    return "matmul" if arch and arch.startswith("gfx9") else "sdpa"
 
 
 def _checkpoint_dtype(model_config) -> torch.dtype | None:

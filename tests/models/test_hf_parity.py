@@ -67,3 +67,10 @@ def test_preemption_keeps_output_identical(checkpoint):
     assert llm.engine.scheduler.num_preemptions > 0
     assert [o.outputs[0].token_ids for o in outs] == expected * 2
     llm.engine.block_manager.check_integrity([])
+
+
+def test_matmul_attention_backend_matches_transformers(checkpoint):
+    folder, ids, expected = checkpoint
+    llm = _llm(folder, attention_backend="matmul", max_num_batched_tokens=7)
+    outs = llm.generate([{"prompt_token_ids": i} for i in ids], _greedy())
+    assert [o.outputs[0].token_ids for o in outs] == expected
