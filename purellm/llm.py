@@ -8,6 +8,7 @@ from typing import Any
 
 from purellm.config import EngineConfig
 from purellm.engine.llm_engine import LLMEngine
+from purellm.logger import init_logging
 from purellm.outputs import CompletionOutput, RequestOutput
 from purellm.sampling_params import SamplingParams
 
@@ -19,6 +20,7 @@ class LLM:
     arguments are EngineConfig fields. No model means the default SmolLM2-135M-Instruct."""
 
     def __init__(self, model: str | None = None, **kwargs: Any):
+        init_logging()
         self.engine = LLMEngine(EngineConfig(model=model, **kwargs))
         self._ids = itertools.count()
 
@@ -47,12 +49,17 @@ class LLM:
         if len(sampling_params) != len(prompts):
             raise ValueError("give one SamplingParams, or one per prompt")
         results: dict[str, RequestOutput] = {}
-        for prompt, params in zip(prompts, sampling_params, strict=False):
-            text, token_ids = self._tokenize(prompt)
-            request_id = str(next(self._ids))
-            self.engine.add_request(request_id, token_ids, params)
-            outputs = [CompletionOutput(i) for i in range(params.n)]
-            results[request_id] = RequestOutput(request_id, text, token_ids, outputs)
+        try:
+            for prompt, params in zip(prompts, sampling_params, strict=True):
+                text, token_ids = self._tokenize(prompt)
+                request_id = str(next(self._ids))
+                self.engine.add_request(request_id, token_ids, params)
+                outputs = [CompletionOutput(i) for i in range(params.n)]
+                results[request_id] = RequestOutput(request_id, text, token_ids, outputs)
+        except ValueError:
+            for request_id in results:  # a refused prompt leaves nothing behind
+                self.engine.abort_request(request_id)
+            raise
         self._run(results)
         return list(results.values())
 

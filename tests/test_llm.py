@@ -136,3 +136,9 @@ def test_default_model_knows_the_capital_of_france():
     out = llm.chat(question, SamplingParams(temperature=0, max_tokens=32))[0].outputs[0]
     assert "Paris" in out.text
     assert out.finish_reason == "stop"
+
+
+def test_a_refused_prompt_in_a_batch_leaves_nothing_queued(llm):
+    with pytest.raises(ValueError):
+        llm.generate([_ids("fox"), {"prompt_token_ids": [10**7]}], SamplingParams(max_tokens=2))
+    assert not llm.engine.requests and not llm.engine.scheduler.has_work()

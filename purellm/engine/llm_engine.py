@@ -32,6 +32,7 @@ class LLMEngine:
 
         self.config = config
         self.files = files or resolve_model(config.model)
+        log.info("model %s: %s", self.files.name, self.files.source)
         self.tokenizer = self.files.tokenizer
         apply_chat_template_override(self.tokenizer, config.chat_template)
         use_generation_config = config.generation_config != "vllm"
