@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-WeightStream = Iterator[tuple[str, torch.Tensor]]
+WeightStream = Iterator[tuple[str, "torch.Tensor"]]
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,36 @@
-"""CPU facts read from /proc/cpuinfo (no torch)."""
+"""CPU facts: /proc/cpuinfo text parsed by pure functions, plus torch's own CPUID view.
+
+/proc/cpuinfo describes the host's CPU. Under an emulator (qemu-user) or a VM that masks
+features, the CPU actually running the code can lack flags listed there, so decisions prefer
+the ISA that torch's CPUID check reports when a torch probe supplied it."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+REPORTED_ISA = ("avx2", "avx512f", "avx512_bf16", "amx")
+TORCH_ISA_PROBES = {
+    "avx2": "_is_avx2_supported",
+    "avx512f": "_is_avx512_supported",
+    "avx512_bf16": "_is_avx512_bf16_supported",
+    "amx": "_is_amx_tile_supported",
+}
+"""ISA name -> the `torch.cpu` function that checks it with CPUID."""
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    model: str
+    flags: frozenset[str]
+    """Every flag /proc/cpuinfo lists for the first processor."""
+    logical: int
+    """CPUs this process may run on (its affinity mask)."""
+    physical: int
+    """Physical cores among them (hyper-threads counted once)."""
 
 
 def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
@@ -22,6 +46,46 @@ def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
     return model, flags
 
 
+def isa_from_flags(flags: set[str] | frozenset[str]) -> frozenset[str]:
+    """The REPORTED_ISA names present in a /proc/cpuinfo flag set."""
+    names = {name for name in ("avx2", "avx512f", "avx512_bf16") if name in flags}
+    if "amx_tile" in flags or "amx_bf16" in flags:
+        names.add("amx")
+    return frozenset(names)
+
+
+def has_native_bf16(flags: set[str] | frozenset[str] | None = None) -> bool:
+    """bf16 matmuls are fast only with avx512_bf16 or AMX (flags: cpuinfo flags or ISA names)."""
+    flags = cpu_info()[1] if flags is None else flags
+    return bool({"avx512_bf16", "amx_bf16", "amx_tile", "amx"} & set(flags))
+
+
+def cpu_auto_dtype(isa: set[str] | frozenset[str]) -> str:
+    return "bfloat16" if has_native_bf16(isa) else "float32"
+
+
+def count_physical_cores(text: str, available: int) -> int:
+    """Physical cores in /proc/cpuinfo text, capped by the CPUs available to the process."""
+    cores = {
+        (block.get("physical id"), block.get("core id"))
+        for block in _processor_blocks(text)
+        if "core id" in block
+    }
+    return max(1, min(available or 1, len(cores) or available or 1))
+
+
+def thread_count(explicit: int | None, omp: int | None, physical: int) -> int:
+    """PURELLM_NUM_THREADS, else OMP_NUM_THREADS, else one thread per physical core."""
+    return explicit or omp or physical
+
+
+def isa_mismatch(flags: frozenset[str], torch_isa: frozenset[str] | None) -> list[str]:
+    """ISA names /proc/cpuinfo lists but the running CPU lacks (emulator or masking VM)."""
+    if torch_isa is None:
+        return []
+    return sorted(isa_from_flags(flags) - torch_isa)
+
+
 @lru_cache(maxsize=1)
 def cpu_info() -> tuple[str, frozenset[str]]:
     try:
@@ -31,25 +95,24 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return model, frozenset(flags)
 
 
-def has_native_bf16(flags: set[str] | frozenset[str] | None = None) -> bool:
-    """bf16 matmuls are fast only with avx512_bf16 or AMX."""
-    flags = cpu_info()[1] if flags is None else flags
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def physical_cores() -> int:
     """Physical cores available to this process (hyper-threads counted once)."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return available or 1
-    cores = {
-        (block.get("physical id"), block.get("core id"))
-        for block in _processor_blocks(text)
-        if "core id" in block
-    }
-    return max(1, min(available or 1, len(cores) or available or 1))
+        return available_cpus()
+    return count_physical_cores(text, available_cpus())
+
+
+def read_cpu_facts() -> CpuFacts:
+    model, flags = cpu_info()
+    return CpuFacts(model, flags, available_cpus(), physical_cores())
 
 
 def _processor_blocks(text: str) -> list[dict[str, str]]:
@@ -60,3 +123,21 @@ def _processor_blocks(text: str) -> list[dict[str, str]]:
         }
         blocks.append(fields)
     return blocks
+
+
+def parse_meminfo(text: str) -> tuple[int, int]:
+    """(MemTotal, MemAvailable) in bytes from the text of /proc/meminfo (0 when absent)."""
+    values = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[key.strip()] = int(parts[0]) * 1024
+    return values.get("MemTotal", 0), values.get("MemAvailable", values.get("MemFree", 0))
+
+
+def read_meminfo() -> tuple[int, int]:
+    try:
+        return parse_meminfo(Path("/proc/meminfo").read_text())
+    except OSError:
+        return 0, 0

@@ -1,28 +1,34 @@
-"""Device and dtype choice, thread count and KV-cache memory budget."""
+"""Device and dtype choice, thread count and KV-cache memory budget, in the serving process.
+
+Thin: the facts come from torch (facts.py), the decisions from decide.py, the same functions
+the doctor applies to a probe's report."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
 from purellm import env
-from purellm.platform.cpu import has_native_bf16, physical_cores
+from purellm.platform.cpu import isa_from_flags, physical_cores, read_cpu_facts, thread_count
+from purellm.platform.decide import Decision, decide_device, decide_dtype
+from purellm.platform.errors import PlatformError
+from purellm.platform.facts import gather_build, gather_gpus
+from purellm.platform.gpu import GpuFacts, TorchBuild
+from purellm.platform.memory import KV_CACHE_CPU_DEFAULT_BYTES
 
 log = logging.getLogger("purellm")
 
-KV_CACHE_CPU_DEFAULT_BYTES = 2 << 30
-_DTYPES = {
-    "float32": torch.float32,
-    "float": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
+__all__ = [
+    "KV_CACHE_CPU_DEFAULT_BYTES",
+    "DeviceChoice",
+    "choose_device",
+    "configure_threads",
+    "kv_cache_budget",
+    "resolve_dtype",
+]
 
 
 @dataclass(frozen=True)
@@ -30,68 +36,43 @@ class DeviceChoice:
     device: torch.device
     reason: str
     arch: str | None = None
-    """GPU architecture (gcnArchName on ROCm, sm_XY on CUDA), None on CPU."""
+    """GPU architecture (gcnArchName base on ROCm, sm_XY on CUDA), None on CPU."""
 
 
-def _gpu_arch(index: int) -> str:
-    props = torch.cuda.get_device_properties(index)
-    if torch.version.hip:
-        return props.gcnArchName.split(":")[0]
-    return f"sm_{props.major}{props.minor}"
-
-
-def _gpu_usable(index: int) -> tuple[bool, str]:
-    arch = _gpu_arch(index)
-    arch_list = torch.cuda.get_arch_list()
-    if torch.version.hip and arch_list and arch not in arch_list:
-        return False, f"this torch build has no kernels for {arch} (it has {arch_list})"
-    return True, arch
+@lru_cache(maxsize=1)
+def _facts() -> tuple[TorchBuild, tuple[GpuFacts, ...]]:
+    build = gather_build()
+    return build, tuple(gather_gpus(build))
 
 
 def choose_device(name: str = "auto") -> DeviceChoice:
-    """`auto` takes the first GPU whose architecture this torch build supports, else the CPU."""
-    if name == "cpu":
-        return DeviceChoice(torch.device("cpu"), "requested")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: torch sees no GPU")
-        device = torch.device(name)
-        index = device.index or 0
-        usable, why = _gpu_usable(index)
-        if not usable:
-            raise ValueError(f"--device {name}: {why}")
-        return DeviceChoice(device, "requested", why)
-    if name != "auto":
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    if torch.cuda.is_available():
-        for index in range(torch.cuda.device_count()):
-            usable, why = _gpu_usable(index)
-            if usable:
-                return DeviceChoice(torch.device("cuda", index), f"GPU {index} ({why})", why)
-            log.warning("GPU %d not used: %s", index, why)
-        return DeviceChoice(torch.device("cpu"), "no GPU this torch build can use")
-    return DeviceChoice(torch.device("cpu"), "no GPU visible to torch")
+    """`auto` takes the usable GPU with the most memory, else the CPU (the reason is logged);
+    `cpu`, `cuda`, `cuda:N` as asked. Raises PlatformError (a ValueError) with remedies."""
+    build, gpus = _facts()
+    decision = decide_device(name, build, list(gpus), env.gpu_selection())
+    if decision.error:
+        raise PlatformError(decision.error)
+    for line in decision.skipped:
+        log.warning("%s", line)
+    log.info("device %s: %s", decision.device, decision.reason)
+    return DeviceChoice(torch.device(decision.device), decision.reason, decision.arch)
 
 
 def resolve_dtype(name: str, choice: DeviceChoice, checkpoint_dtype=None) -> torch.dtype:
-    """float32 on CPUs without native bf16, bfloat16 where the CPU has it, the checkpoint's
-    half type on CUDA, float16 on GPUs without fast bf16 (gfx906). An explicit name wins."""
-    if name != "auto":
-        if name not in _DTYPES:
-            raise ValueError(f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16")
-        return _DTYPES[name]
-    if choice.device.type == "cpu":
-        return torch.bfloat16 if has_native_bf16() else torch.float32
-    if torch.version.hip and choice.arch in ("gfx906", "gfx908", "gfx900"):
-        return torch.float16
-    if checkpoint_dtype in (torch.float16, torch.bfloat16):
-        return checkpoint_dtype
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """float32 on CPUs without native bf16, bfloat16 where the CPU has it, float16 on GPUs
+    without fast bf16 (gfx906), else the checkpoint's half type. An explicit name wins."""
+    build, gpus = _facts()
+    device = choice.device
+    gpu = gpus[device.index or 0] if device.type == "cuda" and gpus else None
+    decision = Decision(str(device), choice.reason, choice.arch)
+    checkpoint = str(checkpoint_dtype).removeprefix("torch.") if checkpoint_dtype else None
+    isa = frozenset(build.cpu_isa) or isa_from_flags(read_cpu_facts().flags)
+    return getattr(torch, decide_dtype(name, decision, build, gpu, isa, checkpoint))
 
 
 def configure_threads() -> int:
-    """Use PURELLM_NUM_THREADS, else one thread per physical core."""
-    threads = env.num_threads() or physical_cores()
+    """PURELLM_NUM_THREADS, else OMP_NUM_THREADS, else one thread per physical core."""
+    threads = thread_count(env.num_threads(), env.omp_num_threads(), physical_cores())
     torch.set_num_threads(threads)
     return threads
 

@@ -1,0 +1,14 @@
+"""Serve-time checks, run before anything imports torch in the serving process."""
+
+from __future__ import annotations
+
+from purellm.platform.errors import PlatformError
+from purellm.platform.state import gather_state, serve_verdict
+
+
+def preflight(device_name: str) -> None:
+    """Probe torch in a subprocess (so a SIGILL there cannot kill the server) and decide the
+    device as `purellm doctor` does. Raises PlatformError with the doctor's message."""
+    verdict = serve_verdict(gather_state(), device_name)
+    if verdict.problem:
+        raise PlatformError(verdict.problem)
