@@ -1,0 +1,148 @@
+"""The server's configuration and its shared handle on the engine. The engine (an AsyncLLM,
+made by a factory the `serve` command passes in) loads on a background thread while HTTP is
+already up, so /health can answer 503 until it is ready. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from purellm.server.errors import APIError
+from purellm.server.metrics import Metrics
+
+log = logging.getLogger("purellm.server")
+
+GENERATION_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    """Accepted bearer tokens; empty: no authentication."""
+    served_model_names: tuple[str, ...] = ()
+    """Model ids to answer to; the first is the one reported. Empty: the model's own name."""
+    model: str | None = None
+    """The MODEL argument as given; requests naming it are accepted too."""
+    allowed_origins: tuple[str, ...] = ()
+    """CORS origins ("*" for any); empty: no CORS headers."""
+    max_queue_len: int | None = None
+    """Requests allowed to wait for their first token before new ones get 503; None: no cap."""
+    tool_call_parser: str | None = None
+    """A name from server/tool_parsers.py; None: picked from the model, if it has one."""
+    enable_auto_tool_choice: bool = False
+    reasoning_parser: str | None = None
+    """Any name turns on <think>...</think> parsing; Qwen3 models have it on by default."""
+
+    def __post_init__(self) -> None:
+        if self.max_queue_len is not None and self.max_queue_len < 0:
+            raise ValueError("max_queue_len must be non-negative")
+
+
+class ServerState:
+    def __init__(self, config: ServerConfig, load_engine: Callable[[], Any] | None = None):
+        self.config = config
+        self.load_engine = load_engine
+        self.engine: Any = None
+        """The AsyncLLM once loaded."""
+        self.load_error: BaseException | None = None
+        self.on_loaded: Callable[[ServerState], None] | None = None
+        self.on_load_failed: Callable[[BaseException], None] | None = None
+        self.metrics = Metrics()
+        self.num_waiting = 0
+        self._token_strs: dict[int, str] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        if self.engine is None and self.load_engine is not None:
+            threading.Thread(target=self._load, name="purellm-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            engine = self.load_engine()
+        except BaseException as exc:  # reported through /health and the serve command
+            log.exception("the model failed to load")
+            self.load_error = exc
+            if self.on_load_failed:
+                self.on_load_failed(exc)
+            return
+        self.engine = engine
+        if self.on_loaded:
+            self.on_loaded(self)
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+
+    @property
+    def is_ready(self) -> bool:
+        return self.engine is not None and not self.engine.is_dead
+
+    def require_engine(self):
+        """The AsyncLLM, or 503 while it loads, when loading failed, or when it died."""
+        if self.engine is None:
+            if self.load_error is not None:
+                raise APIError(503, f"the model failed to load: {self.load_error}")
+            raise APIError(503, "the model is still loading; retry when /health returns 200")
+        if self.engine.is_dead:
+            raise APIError(503, f"the engine died: {self.engine.error!r}")
+        return self.engine
+
+    # --- facts about the loaded model ----------------------------------------------------
+
+    @property
+    def llm_engine(self):
+        return self.require_engine().engine
+
+    @property
+    def tokenizer(self):
+        return self.require_engine().tokenizer
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        if self.config.served_model_names:
+            return self.config.served_model_names
+        return (self.llm_engine.files.name,)
+
+    @property
+    def model_name(self) -> str:
+        return self.model_names[0]
+
+    @property
+    def max_model_len(self) -> int:
+        return self.llm_engine.max_model_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.llm_engine.runner.vocab_size
+
+    @property
+    def model_type(self) -> str:
+        return getattr(self.llm_engine.files.config, "model_type", "") or ""
+
+    def generation_defaults(self) -> dict[str, Any]:
+        config = self.llm_engine.generation_config or {}
+        return {k: config[k] for k in GENERATION_DEFAULTS if config.get(k) is not None}
+
+    def check_model(self, requested: str | None) -> str:
+        """The id to report for a request naming `requested`; 404 for a model not served."""
+        names = self.model_names
+        accepted = set(names) | {self.llm_engine.files.name}
+        if self.config.model:
+            accepted.add(self.config.model)
+        if requested is None or requested == "" or requested in accepted:
+            return names[0]
+        raise APIError(404, f"The model `{requested}` does not exist.", "model")
+
+    def token_str(self, token_id: int) -> str:
+        """The text of one token, as logprobs report it (cached: the vocabulary is fixed)."""
+        text = self._token_strs.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id])
+            self._token_strs[token_id] = text
+        return text
