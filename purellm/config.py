@@ -27,7 +27,8 @@ class EngineConfig:
     """A Jinja template (text or a file path) that overrides the model's."""
     attention_backend: str = "auto"
     """'sdpa' (scaled_dot_product_attention with explicit masks), 'matmul' (matmul + softmax,
-    the reference), or 'auto': matmul on gfx9 GPUs (no fused attention kernels), else sdpa."""
+    the reference), 'hybrid' (sdpa for prompt chunks, matmul for decodes), or 'auto': matmul on
+    gfx9 GPUs, hybrid on CPUs in bf16/fp16, else sdpa."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -38,8 +39,8 @@ class EngineConfig:
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "kv_cache_memory <= 0"),
             (0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization must be in (0, 1]"),
             (
-                self.attention_backend in ("auto", "sdpa", "matmul"),
-                "attention_backend must be auto, sdpa or matmul",
+                self.attention_backend in ("auto", "sdpa", "matmul", "hybrid"),
+                "attention_backend must be auto, sdpa, matmul or hybrid",
             ),
         ]
         for ok, message in checks:

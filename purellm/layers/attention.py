@@ -33,8 +33,10 @@ class AttentionMetadata:
 
 
 class PagedAttention(nn.Module):
-    """`backend` is "sdpa" (torch's scaled_dot_product_attention with an explicit mask) or
-    "matmul" (matmul + softmax in float32: the reference, and the path for gfx906)."""
+    """`backend` is "sdpa" (torch's scaled_dot_product_attention with an explicit mask),
+    "matmul" (matmul + softmax in float32: the reference, and the path for gfx906), or "hybrid":
+    sdpa for multi-token chunks, matmul for the batched single-token decodes (on CPUs in bf16,
+    torch's flash kernel is ~3.5x slower than matmul for one query per sequence)."""
 
     def __init__(
         self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float, backend="sdpa"
@@ -51,14 +53,18 @@ class PagedAttention(nn.Module):
         """q [T, heads, D], k and v [T, kv_heads, D] -> [T, heads * D]; k, v go into the cache."""
         self.k_cache.view(-1, self.num_kv_heads, self.head_dim).index_copy_(0, meta.slot_mapping, k)
         self.v_cache.view(-1, self.num_kv_heads, self.head_dim).index_copy_(0, meta.slot_mapping, v)
-        attend = self._sdpa if self.backend == "sdpa" else self._matmul
         outputs, start = [], 0
         for group in meta.groups:
             end = start + group.num_seqs * group.query_len
             keys, values = self._gather(group)
-            outputs.append(attend(q[start:end], keys, values, group))
+            outputs.append(self._attend_fn(group)(q[start:end], keys, values, group))
             start = end
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _attend_fn(self, group: AttentionGroup):
+        if self.backend == "sdpa" or (self.backend == "hybrid" and group.query_len > 1):
+            return self._sdpa
+        return self._matmul
 
     def _gather(self, group: AttentionGroup) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole blocks, which index_select copies fast: each [B, kv_heads, L, D]."""

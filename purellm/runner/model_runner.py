@@ -51,7 +51,7 @@ class ModelRunner:
             )
         self.max_model_len = min(max_model_len, capacity)
         allocate_kv_cache(layers, self.num_blocks, self.block_size, self.dtype, self.device)
-        backend = _attention_backend(config.attention_backend, choice.arch)
+        backend = _attention_backend(config.attention_backend, choice, self.dtype)
         for attn in layers:
             attn.backend = backend
         self.sampler = Sampler()
@@ -105,10 +105,16 @@ class ModelRunner:
         )
 
 
-def _attention_backend(name: str, arch: str | None) -> str:
+def _attention_backend(name: str, choice, dtype: torch.dtype) -> str:
+    """matmul on gfx9 GPUs (no fused attention kernels); hybrid on CPUs in half precision
+    (measured in BENCHMARKS.md); sdpa elsewhere."""
     if name != "auto":
         return name
-    return "matmul" if arch and arch.startswith("gfx9") else "sdpa"
+    if choice.arch and choice.arch.startswith("gfx9"):
+        return "matmul"
+    if choice.device.type == "cpu" and dtype != torch.float32:
+        return "hybrid"
+    return "sdpa"
 
 
 def _checkpoint_dtype(model_config) -> torch.dtype | None:

@@ -69,8 +69,9 @@ def test_preemption_keeps_output_identical(checkpoint):
     llm.engine.block_manager.check_integrity([])
 
 
-def test_matmul_attention_backend_matches_transformers(checkpoint):
+@pytest.mark.parametrize("backend", ["matmul", "hybrid"])
+def test_other_attention_backends_match_transformers(checkpoint, backend):
     folder, ids, expected = checkpoint
-    llm = _llm(folder, attention_backend="matmul", max_num_batched_tokens=7)
+    llm = _llm(folder, attention_backend=backend, max_num_batched_tokens=7)
     outs = llm.generate([{"prompt_token_ids": i} for i in ids], _greedy())
     assert [o.outputs[0].token_ids for o in outs] == expected
