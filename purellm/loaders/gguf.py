@@ -1,6 +1,6 @@
 """Load a GGUF file (llama.cpp / Ollama) as ModelFiles: HF config, HF tokenizer, HF-named weights.
 
-Weights are read through a memory map and dequantized to float32 one tensor at a time."""
+Weights are read through one memory map and dequantized to float32 one tensor at a time."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
-from gguf.gguf_reader import ReaderTensor
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
+from purellm.loaders.gguf_header import GGUFHeader, GGUFTensor
 from purellm.loaders.gguf_names import SKIPPED, hf_name, llama3_rope_parameters, unpermute_qk
 from purellm.loaders.model_files import ModelFiles, WeightStream
 
@@ -48,11 +48,11 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file {path} does not exist")
     try:
-        reader = GGUFReader(path, "r")
-    except Exception as error:  # the reader raises assorted errors on a file that is not GGUF
+        header = GGUFHeader(path)
+    except Exception as error:  # struct, unicode and value errors on a file that is not GGUF
         raise ValueError(f"{path} is not a readable GGUF file: {error}") from error
-    meta = read_metadata(reader)
-    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    meta = header.fields
+    tensors = {tensor.name: tensor for tensor in header.tensors}
     config = build_config(meta, tensors)
     plan = _plan(tensors, meta["general.architecture"], config)
     return ModelFiles(
@@ -65,21 +65,7 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
     )
 
 
-def read_metadata(reader: GGUFReader) -> dict[str, Any]:
-    """Scalar and string metadata by key; an array (tokens, merges, ...) is kept as its length."""
-    meta: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        kind = field.types[0] if field.types else None
-        if kind == GGUFValueType.ARRAY:
-            meta[key] = len(field.data)
-        elif kind == GGUFValueType.STRING:
-            meta[key] = bytes(field.parts[field.data[0]]).decode("utf-8")
-        elif field.data:
-            meta[key] = field.parts[field.data[0]].item()
-    return meta
-
-
-def build_config(meta: dict[str, Any], tensors: dict[str, ReaderTensor]) -> Any:
+def build_config(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Any:
     """A transformers config (LlamaConfig, Qwen2Config, Qwen3Config) from GGUF metadata."""
     from transformers import AutoConfig
 
@@ -133,7 +119,7 @@ def _f32(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _rope_parameters(key: Any, tensors: dict[str, ReaderTensor], head_dim: int) -> dict:
+def _rope_parameters(key: Any, tensors: dict[str, GGUFTensor], head_dim: int) -> dict:
     theta = _f32(key("rope.freq_base", 10000.0))
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
     scaling = key("rope.scaling.type", None)
@@ -162,7 +148,7 @@ def _rope_parameters(key: Any, tensors: dict[str, ReaderTensor], head_dim: int) 
     return rope
 
 
-def _check_type(tensor: ReaderTensor) -> None:
+def _check_type(tensor: GGUFTensor) -> None:
     if tensor.tensor_type not in SUPPORTED_TYPES:
         raise ValueError(
             f"GGUF tensor {tensor.name!r} has type {tensor.tensor_type.name}, which purellm cannot "
@@ -171,8 +157,8 @@ def _check_type(tensor: ReaderTensor) -> None:
 
 
 def _plan(
-    tensors: dict[str, ReaderTensor], arch: str, config: Any
-) -> list[tuple[str, ReaderTensor, int | None]]:
+    tensors: dict[str, GGUFTensor], arch: str, config: Any
+) -> list[tuple[str, GGUFTensor, int | None]]:
     """(hf_name, tensor, heads to unpermute by or None) for every tensor, checked up front."""
     plan = []
     for gguf_name, tensor in tensors.items():
@@ -194,12 +180,12 @@ def _plan(
     return plan
 
 
-def _stream(plan: list[tuple[str, ReaderTensor, int | None]]) -> WeightStream:
+def _stream(plan: list[tuple[str, GGUFTensor, int | None]]) -> WeightStream:
     for name, tensor, heads in plan:
         yield name, read_tensor(tensor, heads)
 
 
-def read_tensor(tensor: ReaderTensor, unpermute_heads: int | None = None) -> torch.Tensor:
+def read_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> torch.Tensor:
     """One GGUF tensor as a float32 torch tensor in HF layout (GGUF shape reversed)."""
     _check_type(tensor)
     shape = tuple(int(dim) for dim in reversed(tensor.shape.tolist()))

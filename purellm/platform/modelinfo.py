@@ -41,10 +41,10 @@ def read_model_facts(model: str | None) -> ModelFacts:
 
 
 def gguf_facts(path: Path, name: str) -> ModelFacts:
-    from gguf import GGUFReader
+    from purellm.loaders.gguf_header import GGUFHeader
 
-    reader = GGUFReader(path, "r")
-    meta = _gguf_scalars(reader)
+    reader = GGUFHeader(path)
+    meta = reader.fields
     arch = meta.get("general.architecture", "unknown")
     heads = int(meta.get(f"{arch}.attention.head_count", 1))
     hidden = int(meta.get(f"{arch}.embedding_length", 0))
@@ -61,19 +61,6 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
         stored_as=f"GGUF {max(set(types), key=types.count)}" if types else "GGUF",
         file_bytes=path.stat().st_size,
     )
-
-
-def _gguf_scalars(reader: Any) -> dict[str, Any]:
-    from gguf import GGUFValueType
-
-    meta: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        kind = field.types[0] if field.types else None
-        if kind == GGUFValueType.STRING:
-            meta[key] = bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
-        elif kind not in (None, GGUFValueType.ARRAY) and field.data:
-            meta[key] = field.parts[field.data[0]].item()
-    return meta
 
 
 def hf_facts(folder: Path, name: str) -> ModelFacts:
