@@ -20,6 +20,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--quantization", default=None, choices=[None, "int8"])
     p.add_argument("--num-requests", type=int, default=64)
     p.add_argument("--prompt-len", type=int, nargs=2, default=(32, 256), metavar=("MIN", "MAX"))
     p.add_argument("--output-len", type=int, nargs=2, default=(32, 128), metavar=("MIN", "MAX"))
@@ -108,7 +109,7 @@ def bench_hf_batch1(model, prompt: list[int], tokens: int) -> float:
 
 def main() -> None:
     args = parse_args()
-    llm = LLM(args.model, dtype=args.dtype, max_num_seqs=256)
+    llm = LLM(args.model, dtype=args.dtype, max_num_seqs=256, quantization=args.quantization)
     work = workload(args, llm.engine.runner.vocab_size)
     dtype = str(llm.engine.runner.dtype).removeprefix("torch.")
     ours = bench_purellm(llm, work, args.batch1_tokens)
@@ -125,7 +126,10 @@ def main() -> None:
                 bench_hf_batch1(model, work[0][0][:32], args.batch1_tokens),
             )
         )
-    print(f"\nmodel {llm.engine.files.name}, dtype {dtype}, threads {torch.get_num_threads()}")
+    quant = f", {args.quantization} weights" if args.quantization else ""
+    print(
+        f"\nmodel {llm.engine.files.name}, dtype {dtype}{quant}, threads {torch.get_num_threads()}"
+    )
     print(f"{'engine':<14}{'work':<36}{'tok/s':>10}")
     for engine, what, speed in rows:
         print(f"{engine:<14}{what:<36}{speed:>10.1f}")

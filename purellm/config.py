@@ -25,6 +25,8 @@ class EngineConfig:
     """'auto' applies the model's generation_config.json; 'vllm' ignores it; or a folder."""
     chat_template: str | None = None
     """A Jinja template (text or a file path) that overrides the model's."""
+    quantization: str | None = None
+    """None, or 'int8': weight-only int8 linears (per-channel scales), quantized at load."""
     attention_backend: str = "auto"
     """'sdpa' (scaled_dot_product_attention with explicit masks), 'matmul' (matmul + softmax,
     the reference), 'hybrid' (sdpa for prompt chunks, matmul for decodes), or 'auto': matmul on
@@ -38,6 +40,7 @@ class EngineConfig:
             (self.max_model_len is None or self.max_model_len >= 2, "max_model_len too small"),
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "kv_cache_memory <= 0"),
             (0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization must be in (0, 1]"),
+            (self.quantization in (None, "int8"), "quantization must be None or 'int8'"),
             (
                 self.attention_backend in ("auto", "sdpa", "matmul", "hybrid"),
                 "attention_backend must be auto, sdpa, matmul or hybrid",

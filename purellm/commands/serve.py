@@ -41,6 +41,13 @@ def add_parser(subparsers) -> None:
                    help="model id(s) to answer to; the first is reported")  # fmt: skip
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
+    p.add_argument(
+        "-q",
+        "--quantization",
+        choices=["int8"],
+        default=None,
+        help="int8: weight-only int8 linears (faster batch-1 decode on CPUs, see BENCHMARKS.md)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048)
@@ -94,6 +101,7 @@ def configs(args: argparse.Namespace):
     engine = EngineConfig(
         model=args.model,
         dtype=args.dtype,
+        quantization=args.quantization,
         device=args.device,
         max_model_len=args.max_model_len,
         block_size=args.block_size,

@@ -9,6 +9,7 @@ import torch
 
 from purellm.config import EngineConfig
 from purellm.engine.scheduler import ScheduledSeq
+from purellm.layers.quantization import quantize_linears
 from purellm.layers.sampler import Sampler, SamplingBatch
 from purellm.loaders.model_files import ModelFiles
 from purellm.platform import choose_device, configure_threads, kv_cache_budget, resolve_dtype
@@ -37,6 +38,8 @@ class ModelRunner:
         model_max = getattr(files.config, "max_position_embeddings", None) or 4096
         max_model_len = config.max_model_len or model_max
         self.model = build_model(files, self.device, self.dtype, max(max_model_len, model_max))
+        if config.quantization == "int8":
+            log.info("int8 weight-only: %d linears quantized", quantize_linears(self.model))
         self.vocab_size = files.config.vocab_size
         layers = self.model.attention_layers()
         budget = kv_cache_budget(self.device, config.kv_cache_memory, config.gpu_memory_utilization)
