@@ -8,14 +8,12 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EngineStats:
-    num_requests: int = 0
     prompt_tokens: int = 0
     generation_tokens: int = 0
     finished: Counter = field(default_factory=Counter)
     """finish reason -> number of sequences that ended with it."""
 
     def on_add(self, num_prompt_tokens: int) -> None:
-        self.num_requests += 1
         self.prompt_tokens += num_prompt_tokens
 
     def on_finish(self, reason: str) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
 REPORTED_ISA = ("avx2", "avx512f", "avx512_bf16", "amx")
 TORCH_ISA_PROBES = {
     "avx2": "_is_avx2_supported",
