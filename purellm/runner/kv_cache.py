@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from purellm.layers.attention import PagedAttention
@@ -21,5 +24,16 @@ def allocate_kv_cache(
 ) -> None:
     for attn in layers:
         shape = (num_blocks, block_size, attn.num_kv_heads, attn.head_dim)
-        attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
-        attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        attn.k_cache = _zeros(shape, dtype, device)
+        attn.v_cache = _zeros(shape, dtype, device)
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zeros (masked attention reads never-written slots, which must be finite). On the CPU the
+    memory comes from calloc: the OS maps zero pages as they are first written, so start-up does
+    not write the whole cache and the resident size grows with what is used."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    elem = torch.empty(0, dtype=dtype).element_size()
+    raw = torch.from_numpy(np.zeros(math.prod(shape) * elem, dtype=np.uint8))
+    return raw.view(dtype).view(shape)
