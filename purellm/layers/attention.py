@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+SCORES_BUDGET = 256 << 20
+"""Bytes of float32 attention scores the matmul path may hold at once."""
+
 
 @dataclass
 class AttentionGroup:
@@ -83,12 +86,26 @@ class PagedAttention(nn.Module):
         return out.transpose(1, 2).reshape(b * n_q, self.num_heads * self.head_dim)
 
     def _matmul(self, q, keys, values, group: AttentionGroup) -> torch.Tensor:
-        b, n_q, kv_heads, d = group.num_seqs, group.query_len, self.num_kv_heads, self.head_dim
+        """A long prompt chunk is split into query slices so its float32 scores stay within
+        SCORES_BUDGET bytes (a 2048-token chunk over 32k keys would need gigabytes)."""
+        b, n_q = group.num_seqs, group.query_len
+        rows = max(1, SCORES_BUDGET // (4 * b * self.num_heads * keys.shape[2]))
+        if b != 1 or rows >= n_q:
+            return self._matmul_pass(q, keys, values, group.mask, b, n_q)
+        outputs = []
+        for start in range(0, n_q, rows):
+            q_rows = q[start : start + rows]
+            mask_rows = group.mask[:, :, start : start + rows]
+            outputs.append(self._matmul_pass(q_rows, keys, values, mask_rows, 1, len(q_rows)))
+        return torch.cat(outputs)
+
+    def _matmul_pass(self, q, keys, values, mask, b: int, n_q: int) -> torch.Tensor:
+        kv_heads, d = self.num_kv_heads, self.head_dim
         per_kv = self.num_heads // kv_heads
         q = q.view(b, n_q, kv_heads, per_kv, d)  # [B, Q, kv_heads, G, D]
         q = q.permute(0, 2, 3, 1, 4).reshape(b, kv_heads, per_kv * n_q, d)  # [B, kv, G*Q, D]
         scores = torch.matmul(q * self.scale, keys.transpose(2, 3))  # [B, kv, G*Q, L]
-        scores = scores.view(b, kv_heads, per_kv, n_q, -1) + group.mask[:, :, None]
+        scores = scores.view(b, kv_heads, per_kv, n_q, -1) + mask[:, :, None]
         probs = torch.softmax(scores.float(), dim=-1).to(values.dtype)  # [B, kv, G, Q, L]
         probs = probs.view(b, kv_heads, per_kv * n_q, -1)  # [B, kv_heads, G*Q, L]
         out = torch.matmul(probs, values)  # [B, kv_heads, G*Q, D]
