@@ -92,21 +92,6 @@ def bench_hf(model, work, batch_size: int) -> float:
     return useful / (time.perf_counter() - start)
 
 
-@torch.inference_mode()
-def bench_hf_batch1(model, prompt: list[int], tokens: int) -> float:
-    ids = torch.tensor([prompt])
-    start = time.perf_counter()
-    model.generate(
-        input_ids=ids,
-        max_new_tokens=tokens,
-        min_new_tokens=tokens,
-        do_sample=False,
-        pad_token_id=0,
-        eos_token_id=None,
-    )
-    return tokens / (time.perf_counter() - start)
-
-
 def main() -> None:
     args = parse_args()
     llm = LLM(args.model, dtype=args.dtype, max_num_seqs=256, quantization=args.quantization)
@@ -119,13 +104,8 @@ def main() -> None:
         model = hf_model(llm)
         best = max(bench_hf(model, work, b) for b in args.hf_batch_sizes)
         rows.append(("transformers", f"best static batch of {args.hf_batch_sizes}", best))
-        rows.append(
-            (
-                "transformers",
-                "batch-1 decode",
-                bench_hf_batch1(model, work[0][0][:32], args.batch1_tokens),
-            )
-        )
+        batch1 = bench_hf(model, [(work[0][0][:32], args.batch1_tokens)], 1)
+        rows.append(("transformers", "batch-1 decode", batch1))
     quant = f", {args.quantization} weights" if args.quantization else ""
     print(
         f"\nmodel {llm.engine.files.name}, dtype {dtype}{quant}, threads {torch.get_num_threads()}"
