@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+QUANTIZATIONS = (None, "none", "gguf", "int8")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -26,7 +28,9 @@ class EngineConfig:
     chat_template: str | None = None
     """A Jinja template (text or a file path) that overrides the model's."""
     quantization: str | None = None
-    """None, or 'int8': weight-only int8 linears (per-channel scales), quantized at load."""
+    """None (auto: 'gguf' where it applies, else dense), 'none' (dense weights), 'gguf' (a
+    GGUF's own Q4_0/Q4_1 blocks as int4 linears for small steps; CPU, bfloat16), or 'int8'
+    (weight-only int8 linears, per-channel scales, quantized at load)."""
     attention_backend: str = "auto"
     """'sdpa' (scaled_dot_product_attention with explicit masks), 'matmul' (matmul + softmax,
     the reference), 'hybrid' (sdpa for prompt chunks, matmul for decodes), or 'auto': matmul on
@@ -40,7 +44,10 @@ class EngineConfig:
             (self.max_model_len is None or self.max_model_len >= 2, "max_model_len too small"),
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "kv_cache_memory <= 0"),
             (0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization must be in (0, 1]"),
-            (self.quantization in (None, "int8"), "quantization must be None or 'int8'"),
+            (
+                self.quantization in QUANTIZATIONS,
+                f"quantization must be one of {', '.join(map(str, QUANTIZATIONS))}",
+            ),
             (
                 self.attention_backend in ("auto", "sdpa", "matmul", "hybrid"),
                 "attention_backend must be auto, sdpa, matmul or hybrid",

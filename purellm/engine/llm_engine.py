@@ -79,7 +79,7 @@ class LLMEngine:
         if not prompt_token_ids:
             raise ValueError("the prompt is empty")
         vocab = self.runner.vocab_size
-        if any(not 0 <= t < vocab for t in prompt_token_ids):
+        if any(not isinstance(t, int) or not 0 <= t < vocab for t in prompt_token_ids):
             raise ValueError(f"prompt token ids must be in [0, {vocab})")
         if len(prompt_token_ids) >= self.max_model_len:
             raise ValueError(

@@ -1,5 +1,13 @@
-"""Weight-only int8 linears (per-output-channel symmetric scales), opt-in with
-`quantization="int8"`: half the bytes of bf16 weights to read per decode step."""
+"""Weight-only quantized linears: fewer bytes to read per decode step, where decoding a few
+sequences is bound by reading the weights.
+
+- `Int4Linear`: a GGUF's own Q4_0/Q4_1 blocks (exact 4-bit values, a scale and zero per 32
+  inputs) through torch's CPU int4 GEMV for up to SMALL_BATCH rows; the dense weight, kept
+  beside it, for larger steps, where the dense matmul is faster.
+- `Int8Linear`: per-output-channel int8, quantized at load. With `keep_dense` (the LM head of a
+  Q4 GGUF) it is used up to SMALL_BATCH rows like the above; without (`quantization="int8"`,
+  opt-in) it replaces the dense weight, which is dequantized for larger steps.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +15,58 @@ import torch
 from torch import nn
 
 SMALL_BATCH = 4
-"""Up to this many rows `torch._weight_int8pack_mm` is fastest (a GEMV on int8 weights); above
-it, dequantizing the weight and running a plain matmul is (measured in BENCHMARKS.md)."""
+"""Up to this many rows the weight-only kernels beat the bf16 matmul on a CPU (BENCHMARKS.md:
+3072x576 at 4 rows: int4 100 us, int8 108 us, bf16 160 us; at 16 rows bf16 wins)."""
+GROUP = 32
+
+
+class Int4Linear(nn.Module):
+    def __init__(
+        self, linear: nn.Linear, q: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor
+    ):
+        """q [out, in] values 0-15, scales and mins [out, in / GROUP]: w = q * scale + min."""
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+        if hasattr(linear, "output_sizes"):
+            self.output_sizes = linear.output_sizes
+        packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+        self.register_buffer("packed", packed)
+        zeros = mins + 8 * scales  # torch's convention: w = (q - 8) * scale + zero
+        scales_zeros = torch.stack((scales, zeros), dim=-1)  # [out, in / GROUP, 2]
+        self.register_buffer(
+            "scales_zeros", scales_zeros.transpose(0, 1).contiguous().to(linear.weight.dtype)
+        )  # [in / GROUP, out, 2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > SMALL_BATCH:
+            return nn.functional.linear(x, self.weight, self.bias)
+        out = torch._weight_int4pack_mm_for_cpu(x, self.packed, GROUP, self.scales_zeros)
+        return out if self.bias is None else out + self.bias
 
 
 class Int8Linear(nn.Module):
-    def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        scales: torch.Tensor,
+        bias: torch.Tensor | None,
+        dense: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.register_buffer("weight", weight)  # [out, in] int8
         self.register_buffer("scales", scales)  # [out], in the activation dtype
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.dense = dense
+        """[out, in] the float weight for large steps, or None to dequantize the int8 one."""
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, keep_dense: bool = False) -> Int8Linear:
         weight = linear.weight.float()
         scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
         quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
-        layer = cls(quantized, scales.to(linear.weight.dtype), linear.bias)
+        dense = linear.weight if keep_dense else None
+        layer = cls(quantized, scales.to(linear.weight.dtype), linear.bias, dense)
         if hasattr(linear, "output_sizes"):
             layer.output_sizes = linear.output_sizes
         return layer
@@ -32,6 +74,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= SMALL_BATCH:
             out = torch._weight_int8pack_mm(x, self.weight, self.scales)
+        elif self.dense is not None:
+            out = nn.functional.linear(x, self.dense)
         else:
             out = nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales
         return out if self.bias is None else out + self.bias
@@ -41,7 +85,11 @@ def quantize_linears(model: nn.Module) -> int:
     """Replace every nn.Linear in `model` (LM head included) by an Int8Linear; returns how many."""
     targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8Linear.from_linear(linear))
+        replace_module(model, name, Int8Linear.from_linear(linear))
     return len(targets)
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)

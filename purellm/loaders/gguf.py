@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from gguf.quants import dequantize
 
 from purellm.loaders.gguf_header import GGUFHeader, GGUFTensor
 from purellm.loaders.gguf_names import SKIPPED, hf_name, llama3_rope_parameters, unpermute_qk
+from purellm.loaders.gguf_quants import Q4Weight, read_q4, read_q8_0
 from purellm.loaders.model_files import ModelFiles, WeightStream
 
 Q = GGMLQuantizationType
@@ -62,7 +64,12 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
         tokenizer=_tokenizer(path, meta),
         weights=functools.partial(_stream, plan),
         generation_config=_generation_config(meta),
+        q4_weights=functools.partial(_q4_stream, plan) if _has_q4(plan) else None,
     )
+
+
+def _has_q4(plan: list[tuple[str, GGUFTensor, int | None]]) -> bool:
+    return any(tensor.tensor_type in (Q.Q4_0, Q.Q4_1) for _, tensor, _ in plan)
 
 
 def build_config(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Any:
@@ -185,10 +192,34 @@ def _stream(plan: list[tuple[str, GGUFTensor, int | None]]) -> WeightStream:
         yield name, read_tensor(tensor, heads)
 
 
+def _q4_stream(plan: list[tuple[str, GGUFTensor, int | None]]) -> Iterator[tuple[str, Q4Weight]]:
+    for name, tensor, heads in plan:
+        if tensor.tensor_type in (Q.Q4_0, Q.Q4_1):
+            yield name, read_q4_tensor(tensor, heads)
+
+
+def read_q4_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> Q4Weight:
+    """A Q4_0/Q4_1 GGUF matrix as its exact 4-bit values, in HF layout."""
+    weight = read_q4(tensor.data, tensor.tensor_type.name, _hf_shape(tensor))
+    if unpermute_heads is not None:
+        order = unpermute_qk(torch.arange(weight.q.shape[0]), unpermute_heads)
+        weight = weight.rows(order)
+    return weight
+
+
+def _hf_shape(tensor: GGUFTensor) -> tuple[int, ...]:
+    return tuple(int(dim) for dim in reversed(tensor.shape.tolist()))
+
+
 def read_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> torch.Tensor:
     """One GGUF tensor as a float32 torch tensor in HF layout (GGUF shape reversed)."""
     _check_type(tensor)
-    shape = tuple(int(dim) for dim in reversed(tensor.shape.tolist()))
+    shape = _hf_shape(tensor)
+    if tensor.tensor_type in (Q.Q4_0, Q.Q4_1) and len(shape) == 2:
+        return read_q4_tensor(tensor, unpermute_heads).dequantize()
+    if tensor.tensor_type == Q.Q8_0 and len(shape) == 2:
+        result = read_q8_0(tensor.data, shape)
+        return result if unpermute_heads is None else unpermute_qk(result, unpermute_heads)
     values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
     values = values.reshape(shape)  # [rows, row_len] -> HF shape, e.g. [out, in] or [n]
     if not values.flags.writeable:  # an F32 tensor is a view into the read-only memory map

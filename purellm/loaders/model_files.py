@@ -28,3 +28,6 @@ class ModelFiles:
     weights: Callable[[], WeightStream]
     generation_config: dict[str, Any] = field(default_factory=dict)
     """generation_config.json contents (eos_token_id, temperature, top_p, ...), or {}."""
+    q4_weights: Callable[[], Iterator[tuple[str, Any]]] | None = None
+    """For a GGUF with Q4_0/Q4_1 matrices: `(hf_parameter_name, Q4Weight)` for each of them,
+    their exact 4-bit values (`weights()` yields the same tensors dequantized)."""

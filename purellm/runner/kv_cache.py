@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from purellm.layers.attention import PagedAttention
+from purellm.layers.attention import GatherBuffers, PagedAttention
 
 
 def bytes_per_block(layers: list[PagedAttention], block_size: int, dtype: torch.dtype) -> int:
@@ -22,8 +22,10 @@ def allocate_kv_cache(
     dtype: torch.dtype,
     device: torch.device,
 ) -> None:
+    buffers = GatherBuffers()
     for attn in layers:
-        shape = (num_blocks, block_size, attn.num_kv_heads, attn.head_dim)
+        attn.buffers = buffers
+        shape = (attn.num_kv_heads, num_blocks, block_size, attn.head_dim)
         attn.k_cache = _zeros(shape, dtype, device)
         attn.v_cache = _zeros(shape, dtype, device)
 

@@ -9,10 +9,13 @@ import torch
 from torch import nn
 
 from purellm.layers.linear import MergedLinear
+from purellm.layers.quantization import Int4Linear, Int8Linear, replace_module
+from purellm.loaders.gguf_quants import Q4Weight
 from purellm.loaders.model_files import ModelFiles
 from purellm.models.registry import model_class
 
 log = logging.getLogger("purellm")
+Q4_FIELDS = ("q", "scales", "mins")
 
 
 def build_model(
@@ -54,6 +57,30 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
     if missing:
         raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
     log.info("loaded %d tensors in %.1fs", len(loaded), time.monotonic() - started)
+
+
+@torch.no_grad()
+def load_q4_linears(model: nn.Module, files: ModelFiles) -> int:
+    """Give each linear whose checkpoint tensors are all Q4_0/Q4_1 (every shard of a fused one)
+    an Int4Linear built from those exact 4-bit values, and the LM head an int8 twin for small
+    steps. Each linear is packed as soon as its shards are in. Returns how many are int4."""
+    pending: dict[str, dict[int | None, Q4Weight]] = {}
+    count = 0
+    for name, weight in files.q4_weights():
+        target, shard = _target(model, name)
+        module_name = target.rsplit(".", 1)[0]
+        shards = pending.setdefault(module_name, {})
+        shards[shard] = weight
+        linear = model.get_submodule(module_name)
+        wanted = range(len(linear.output_sizes)) if isinstance(linear, MergedLinear) else [None]
+        if set(shards) == set(wanted):
+            parts = [shards[i] for i in wanted]
+            q, scales, mins = (torch.cat([getattr(p, f) for p in parts]) for f in Q4_FIELDS)
+            replace_module(model, module_name, Int4Linear(linear, q, scales, mins))
+            del pending[module_name]
+            count += 1
+    replace_module(model, "lm_head", Int8Linear.from_linear(model.lm_head, keep_dense=True))
+    return count
 
 
 def _target(model: nn.Module, name: str) -> tuple[str, int | None]:

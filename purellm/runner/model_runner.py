@@ -15,7 +15,7 @@ from purellm.loaders.model_files import ModelFiles
 from purellm.platform import choose_device, configure_threads, kv_cache_budget, resolve_dtype
 from purellm.runner.inputs import prepare_inputs
 from purellm.runner.kv_cache import allocate_kv_cache, bytes_per_block
-from purellm.runner.model_loader import build_model
+from purellm.runner.model_loader import build_model, load_q4_linears
 
 log = logging.getLogger("purellm")
 
@@ -38,8 +38,12 @@ class ModelRunner:
         model_max = getattr(files.config, "max_position_embeddings", None) or 4096
         max_model_len = config.max_model_len or model_max
         self.model = build_model(files, self.device, self.dtype, max(max_model_len, model_max))
-        if config.quantization == "int8":
+        self.quantization = _quantization(config.quantization, self.device, self.dtype, files)
+        if self.quantization == "int8":
             log.info("int8 weight-only: %d linears quantized", quantize_linears(self.model))
+        elif self.quantization == "gguf":
+            count = load_q4_linears(self.model, files)
+            log.info("gguf: %d linears use the file's 4-bit weights for small steps", count)
         self.vocab_size = files.config.vocab_size
         layers = self.model.attention_layers()
         budget = kv_cache_budget(self.device, config.kv_cache_memory, config.gpu_memory_utilization)
@@ -118,6 +122,19 @@ def _attention_backend(name: str, choice, dtype: torch.dtype) -> str:
     if choice.device.type == "cpu" and dtype != torch.float32:
         return "hybrid"
     return "sdpa"
+
+
+def _quantization(name: str | None, device: torch.device, dtype: torch.dtype, files) -> str:
+    """'gguf' needs Q4 tensors, a CPU and bfloat16 (torch's int4 GEMV is ~10x slower with
+    float32 or float16 activations); auto (None) takes it where it applies."""
+    usable = files.q4_weights is not None and device.type == "cpu" and dtype == torch.bfloat16
+    if name is None:
+        return "gguf" if usable else "none"
+    if name == "gguf" and not usable:
+        raise ValueError(
+            "quantization 'gguf' needs a GGUF with Q4_0/Q4_1 weights, the CPU and bfloat16"
+        )
+    return name
 
 
 def _checkpoint_dtype(model_config) -> torch.dtype | None:

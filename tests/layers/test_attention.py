@@ -12,8 +12,8 @@ def _setup(query_len: int, context: int, block_size: int = 4):
     torch.manual_seed(0)
     layer = PagedAttention(num_heads=6, num_kv_heads=2, head_dim=8, scale=8**-0.5)
     num_blocks = -(-context // block_size)
-    layer.k_cache = torch.randn(num_blocks + 1, block_size, 2, 8)
-    layer.v_cache = torch.randn(num_blocks + 1, block_size, 2, 8)
+    layer.k_cache = torch.randn(2, num_blocks + 1, block_size, 8)  # [kv_heads, blocks, size, D]
+    layer.v_cache = torch.randn(2, num_blocks + 1, block_size, 8)
     tables = torch.arange(1, num_blocks + 1)[None]  # [1, width]
     positions = torch.arange(context - query_len, context)  # [Q]
     keys = torch.arange(num_blocks * block_size)  # [L]

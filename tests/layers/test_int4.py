@@ -1,0 +1,81 @@
+"""A Q4 GGUF's own 4-bit weights as int4 linears (`quantization="gguf"`): exact 4-bit values,
+close to the dense layer on the int4 kernel, the dense weight above SMALL_BATCH rows, and the
+engine picks it on its own for a Q4 GGUF in bfloat16 on the CPU."""
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import quantize
+from torch import nn
+
+from purellm import LLM, SamplingParams
+from purellm.layers.quantization import SMALL_BATCH, Int4Linear, Int8Linear
+from purellm.loaders.gguf_quants import read_q4
+from tests.loaders.test_gguf import LLAMA_META, VOCAB, f32, hf_to_gguf, write_gguf
+
+
+def _q4_linear(qtype: Q, rows=96, cols=128, bias=False) -> tuple[Int4Linear, torch.Tensor]:
+    rng = np.random.default_rng(0)
+    raw = quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
+    weight = read_q4(raw, qtype.name, (rows, cols))
+    linear = nn.Linear(cols, rows, bias=bias).to(torch.bfloat16)
+    with torch.no_grad():
+        linear.weight.copy_(weight.dequantize())
+    return Int4Linear(linear, weight.q, weight.scales, weight.mins), weight.dequantize()
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1])
+@pytest.mark.parametrize("rows", [1, SMALL_BATCH, SMALL_BATCH + 1])
+def test_int4_linear_matches_the_dequantized_weight(qtype, rows):
+    layer, dense = _q4_linear(qtype, bias=True)
+    x = torch.randn(rows, dense.shape[1], dtype=torch.bfloat16)
+    expected = x.float() @ dense.T + layer.bias.float()
+    got = layer(x).float()
+    assert (got - expected).norm() / expected.norm() < 0.01
+
+
+def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    tensors = hf_to_gguf(model, "llama")
+    for name, (array, _) in tensors.items():
+        if array.ndim == 2 and "token_embd" not in name:
+            tensors[name] = (quantize(array, Q.Q4_1), Q.Q4_1)
+    tensors["output_norm.weight"] = f32(np.ones(64))
+    path = write_gguf(tmp_path / "q4.gguf", "llama", LLAMA_META, tensors)
+
+    options = dict(device="cpu", kv_cache_memory=1 << 20)
+    prompts = [{"prompt_token_ids": [5, 70, 200, 9]}, {"prompt_token_ids": [1, 2, 3]}]
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    auto = LLM(str(path), dtype="bfloat16", **options)
+    runner = auto.engine.runner
+    assert runner.quantization == "gguf"
+    int4 = [m for m in runner.model.modules() if isinstance(m, Int4Linear)]
+    assert len(int4) == 2 * 4  # qkv, o, gate_up, down in each layer
+    for layer in int4:  # the 4-bit rows are in the dense weight's order (q/k unpermuted, fused)
+        x = torch.randn(1, layer.weight.shape[1], dtype=torch.bfloat16)
+        expected = nn.functional.linear(x, layer.weight).float()
+        assert (layer(x).float() - expected).norm() / expected.norm() < 0.02
+    assert isinstance(runner.model.lm_head, Int8Linear)
+    alone = [auto.generate(p, params)[0].outputs[0].token_ids for p in prompts]  # int4 kernel
+    assert all(len(ids) == 6 for ids in alone)
+    dense = LLM(str(path), dtype="bfloat16", quantization="none", **options)
+    assert dense.engine.runner.quantization == "none"
+    assert not any(isinstance(m, Int4Linear) for m in dense.engine.runner.model.modules())
+    assert LLM(str(path), dtype="float32", **options).engine.runner.quantization == "none"
+    with pytest.raises(ValueError, match="gguf"):
+        LLM(str(path), dtype="float32", quantization="gguf", **options)
