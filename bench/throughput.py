@@ -61,8 +61,11 @@ def hf_model(llm: LLM):
     """transformers' own model class, loaded with the very weights purellm serves."""
     from transformers import AutoModelForCausalLM
 
+    from purellm.loaders.light_config import transformers_config
+
     files = llm.engine.files
-    model = AutoModelForCausalLM.from_config(files.config, dtype=llm.engine.runner.dtype)
+    config = transformers_config(files.config)
+    model = AutoModelForCausalLM.from_config(config, dtype=llm.engine.runner.dtype)
     state = dict(files.weights())
     model.load_state_dict(state, strict=False)
     model.tie_weights()

@@ -62,3 +62,25 @@ def probe_timeout() -> float:
     """PURELLM_PROBE_TIMEOUT: seconds a platform probe may take (default 120)."""
     value = os.environ.get("PURELLM_PROBE_TIMEOUT")
     return float(value) if value else 120.0
+
+
+def cache_dir() -> Path:
+    """PURELLM_CACHE_DIR, else $XDG_CACHE_HOME/purellm, else ~/.cache/purellm."""
+    explicit = os.environ.get("PURELLM_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "purellm"
+
+
+PROBE_KEY_VARS = ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "LD_PRELOAD", "OMP_NUM_THREADS")
+"""Variables that change which torch a probe loads or what it reports (besides the platform,
+GPU-selection and purellm variables)."""
+
+
+def probe_key_environment() -> dict[str, str]:
+    """Every variable a torch probe's result may depend on, for keying a remembered probe."""
+    names = PROBE_KEY_VARS + GPU_SELECTION_VARS + PLATFORM_VARS
+    values = {name: os.environ[name] for name in names if name in os.environ}
+    values |= {k: v for k, v in os.environ.items() if k.startswith("PURELLM_")}
+    return values

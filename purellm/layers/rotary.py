@@ -29,9 +29,12 @@ def inverse_frequencies(config, head_dim: int) -> tuple[torch.Tensor, float]:
         raise ValueError("rope_type 'dynamic' is not supported")
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+    from purellm.loaders.light_config import transformers_config
+
     if rope_type not in ROPE_INIT_FUNCTIONS:
         raise ValueError(f"unknown rope_type {rope_type!r}")
-    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+    hf_config = transformers_config(config)
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](hf_config, torch.device("cpu"))
     return inv_freq.float(), float(scaling)
 
 

@@ -105,7 +105,10 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     def __init__(self, config, options: LayerOptions, max_position: int):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        # Given its (meta) weight, Embedding skips its random init, whose meta-device version
+        # imports torch._dynamo (0.6 s of start-up).
+        weight = torch.empty(config.vocab_size, config.hidden_size)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(config, options) for _ in range(config.num_hidden_layers)
         )

@@ -8,7 +8,8 @@ from purellm.platform.state import gather_state, serve_verdict
 
 def preflight(device_name: str) -> None:
     """Probe torch in a subprocess (so a SIGILL there cannot kill the server) and decide the
-    device as `purellm doctor` does. Raises PlatformError with the doctor's message."""
-    verdict = serve_verdict(gather_state(), device_name)
+    device as `purellm doctor` does. Raises PlatformError with the doctor's message. A CPU-only
+    torch that passed the same probe before is not probed again (platform/probe_cache.py)."""
+    verdict = serve_verdict(gather_state(remembered=True), device_name)
     if verdict.problem:
         raise PlatformError(verdict.problem)

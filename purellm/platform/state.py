@@ -11,6 +11,7 @@ from purellm.platform.cpu import CpuFacts, isa_from_flags, read_cpu_facts, threa
 from purellm.platform.decide import Decision, decide_device, decide_dtype
 from purellm.platform.facts import build_from_json, gpus_from_json
 from purellm.platform.gpu import GpuFacts, TorchBuild
+from purellm.platform.probe_cache import cached_torch_probe
 from purellm.platform.probes import ProbeOutcome, run_probe
 
 
@@ -40,8 +41,10 @@ class ServeVerdict:
     """Empty when `purellm serve` can start; else the message it fails with."""
 
 
-def gather_state() -> PlatformState:
-    probe = run_probe(["torch"])
+def gather_state(remembered: bool = False) -> PlatformState:
+    """`remembered`: reuse an earlier probe of the same CPU-only torch (serve); doctor always
+    probes afresh."""
+    probe = cached_torch_probe() if remembered else run_probe(["torch"])
     build = gpus = None
     if probe.ok:
         build = build_from_json(probe.data["build"])

@@ -300,7 +300,7 @@ def test_llama3_rope_from_rope_freqs(tmp_path: Path, params: tuple) -> None:
     model = load_gguf(write_gguf(tmp_path / "l3.gguf", "llama", meta, tensors))
     rope = model.config.rope_parameters
     assert rope["rope_type"] == "llama3" and rope["factor"] == params[0]
-    inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](model.config, "cpu")
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](model.config.to_transformers(), "cpu")
     base = theta ** -(torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     torch.testing.assert_close(
         inv_freq.double(), base / torch.from_numpy(divisors).double(), rtol=1e-5, atol=0
@@ -373,7 +373,8 @@ def test_hf_model_round_trips_exactly(tmp_path: Path, arch: str, tied: bool) -> 
     for name, value in expected.items():
         assert torch.equal(streamed[name], value), name
 
-    rebuilt = transformers.AutoModelForCausalLM.from_config(model.config).eval()
+    rebuilt = transformers.AutoModelForCausalLM.from_config(model.config.to_transformers())
+    rebuilt = rebuilt.eval()
     missing, unexpected = rebuilt.load_state_dict(streamed, strict=False)
     assert unexpected == [] and missing == (["lm_head.weight"] if tied else [])
     ids = torch.tensor([[1, 5, 70, 200, 259, 3]])
@@ -423,3 +424,19 @@ def test_real_smollm2_gguf() -> None:
     assert "lm_head.weight" not in shapes
     assert shapes["model.layers.29.self_attn.k_proj.weight"] == (192, 576)
     assert len(shapes) == 2 + 30 * 9
+
+
+def test_the_converted_tokenizer_is_kept_and_reused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PURELLM_CACHE_DIR", str(tmp_path / "cache"))
+    tensors = {"token_embd.weight": f32(np.zeros((VOCAB, 64)))}
+    path = write_gguf(tmp_path / "m.gguf", "llama", LLAMA_META, tensors)
+    text = "the the he t"
+    first = load_gguf(path).tokenizer
+    saved = list((tmp_path / "cache" / "tokenizers").iterdir())
+    assert len(saved) == 1 and (saved[0] / "tokenizer.json").is_file()
+    again = load_gguf(path).tokenizer
+    assert again.encode(text) == first.encode(text)
+    assert (again.bos_token, again.eos_token) == (first.bos_token, first.eos_token)
+    assert again.chat_template == first.chat_template == TEMPLATE
+    (saved[0] / "tokenizer.json").write_text("{")  # a damaged copy is converted again
+    assert load_gguf(path).tokenizer.encode(text) == first.encode(text)
