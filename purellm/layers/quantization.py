@@ -18,6 +18,7 @@ SMALL_BATCH = 4
 """Up to this many rows the weight-only kernels beat the bf16 matmul on a CPU (BENCHMARKS.md:
 3072x576 at 4 rows: int4 100 us, int8 108 us, bf16 160 us; at 16 rows bf16 wins)."""
 GROUP = 32
+QUANTIZE_ROWS = 4096
 
 
 class Int4Linear(nn.Module):
@@ -62,9 +63,18 @@ class Int8Linear(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear, keep_dense: bool = False) -> Int8Linear:
-        weight = linear.weight.float()
-        scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
-        quantized = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        """Quantized QUANTIZE_ROWS rows at a time: a float32 copy of a whole LM head would be
+        hundreds of MB of peak memory."""
+        rows = linear.weight.shape[0]
+        device = linear.weight.device
+        quantized = torch.empty(linear.weight.shape, dtype=torch.int8, device=device)
+        scales = torch.empty(rows, dtype=torch.float32, device=device)
+        for start in range(0, rows, QUANTIZE_ROWS):
+            part = linear.weight[start : start + QUANTIZE_ROWS].float()
+            part_scales = part.abs().amax(dim=1).clamp(min=1e-8) / 127
+            part.div_(part_scales[:, None]).round_().clamp_(-127, 127)
+            quantized[start : start + QUANTIZE_ROWS] = part
+            scales[start : start + QUANTIZE_ROWS] = part_scales
         dense = linear.weight if keep_dense else None
         layer = cls(quantized, scales.to(linear.weight.dtype), linear.bias, dense)
         if hasattr(linear, "output_sizes"):

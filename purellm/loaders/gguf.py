@@ -63,19 +63,16 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
     tensors = {tensor.name: tensor for tensor in header.tensors}
     config = build_config(meta, tensors)
     plan = _plan(tensors, meta["general.architecture"], config)
+    has_q4 = any(tensors[gguf_name].tensor_type in (Q.Q4_0, Q.Q4_1) for _, gguf_name, _ in plan)
     return ModelFiles(
         name=name or path.stem,
         source=f"GGUF file {path}",
         config=config,
         tokenizer=_tokenizer(path, meta),
-        weights=functools.partial(_stream, plan),
+        weights=functools.partial(_stream, path, plan),
         generation_config=_generation_config(meta),
-        q4_weights=functools.partial(_q4_stream, plan) if _has_q4(plan) else None,
+        q4_weights=functools.partial(_q4_stream, path, plan) if has_q4 else None,
     )
-
-
-def _has_q4(plan: list[tuple[str, GGUFTensor, int | None]]) -> bool:
-    return any(tensor.tensor_type in (Q.Q4_0, Q.Q4_1) for _, tensor, _ in plan)
 
 
 def build_config(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Any:
@@ -168,10 +165,14 @@ def _check_type(tensor: GGUFTensor) -> None:
         )
 
 
-def _plan(
-    tensors: dict[str, GGUFTensor], arch: str, config: Any
-) -> list[tuple[str, GGUFTensor, int | None]]:
-    """(hf_name, tensor, heads to unpermute by or None) for every tensor, checked up front."""
+Plan = list[tuple[str, str, int | None]]
+
+
+def _plan(tensors: dict[str, GGUFTensor], arch: str, config: Any) -> Plan:
+    """(hf_name, gguf_name, heads to unpermute by or None) for every tensor, checked up front.
+    It holds no tensor data: each stream maps the file again (~60 ms) and unmaps it when done,
+    so the file's pages do not stay in the server's resident memory (93 MB for the default
+    model)."""
     plan = []
     for gguf_name, tensor in tensors.items():
         if gguf_name in SKIPPED:
@@ -188,19 +189,25 @@ def _plan(
             heads = config.num_attention_heads
         elif arch == "llama" and name.endswith(("k_proj.weight", "k_proj.bias")):
             heads = config.num_key_value_heads
-        plan.append((name, tensor, heads))
+        plan.append((name, gguf_name, heads))
     return plan
 
 
-def _stream(plan: list[tuple[str, GGUFTensor, int | None]]) -> WeightStream:
-    for name, tensor, heads in plan:
-        yield name, read_tensor(tensor, heads)
+def _tensors(path: Path) -> dict[str, GGUFTensor]:
+    return {tensor.name: tensor for tensor in GGUFHeader(path).tensors}
 
 
-def _q4_stream(plan: list[tuple[str, GGUFTensor, int | None]]) -> Iterator[tuple[str, Q4Weight]]:
-    for name, tensor, heads in plan:
-        if tensor.tensor_type in (Q.Q4_0, Q.Q4_1):
-            yield name, read_q4_tensor(tensor, heads)
+def _stream(path: Path, plan: Plan) -> WeightStream:
+    tensors = _tensors(path)
+    for name, gguf_name, heads in plan:
+        yield name, read_tensor(tensors[gguf_name], heads)
+
+
+def _q4_stream(path: Path, plan: Plan) -> Iterator[tuple[str, Q4Weight]]:
+    tensors = _tensors(path)
+    for name, gguf_name, heads in plan:
+        if tensors[gguf_name].tensor_type in (Q.Q4_0, Q.Q4_1):
+            yield name, read_q4_tensor(tensors[gguf_name], heads)
 
 
 def read_q4_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> Q4Weight:

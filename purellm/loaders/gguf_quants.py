@@ -36,7 +36,7 @@ class Q4Weight:
         """float32 [out, in], computed as ggml does (d * q + m), so exactly its values."""
         out, n_in = self.q.shape
         grouped = self.q.view(out, -1, GROUP).float()  # [out, in / GROUP, GROUP]
-        return (grouped * self.scales[..., None] + self.mins[..., None]).view(out, n_in)
+        return grouped.mul_(self.scales[..., None]).add_(self.mins[..., None]).view(out, n_in)
 
     def rows(self, order: torch.Tensor) -> Q4Weight:
         """The same weight with its rows (outputs) reordered."""
@@ -73,4 +73,4 @@ def read_q8_0(data: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
     blocks = _blocks(data, "Q8_0", shape)
     d = _half(blocks, 0)
     q = blocks[..., 2:].contiguous().view(torch.int8).float()  # [rows, blocks, 32]
-    return (q * d[..., None]).view(shape)
+    return q.mul_(d[..., None]).view(shape)

@@ -17,6 +17,7 @@ _LAZY = {
     "choose_device": "purellm.platform.device",
     "configure_threads": "purellm.platform.device",
     "kv_cache_budget": "purellm.platform.device",
+    "release_freed_memory": "purellm.platform.device",
     "resolve_dtype": "purellm.platform.device",
 }
 
@@ -28,6 +29,7 @@ __all__ = [
     "configure_threads",
     "kv_cache_budget",
     "preflight",
+    "release_freed_memory",
     "resolve_dtype",
 ]
 

@@ -88,3 +88,16 @@ def kv_cache_budget(
     free, total = torch.cuda.mem_get_info(device)
     used = total - free
     return max(0, int(total * gpu_memory_utilization) - used)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages that loading freed (float32 copies of each weight on its way to the
+    model) back to the OS: glibc keeps them otherwise, ~140 MB of resident memory for the
+    default model. A no-op where the C library has no malloc_trim."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)

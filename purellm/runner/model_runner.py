@@ -12,7 +12,13 @@ from purellm.engine.scheduler import ScheduledSeq
 from purellm.layers.quantization import quantize_linears
 from purellm.layers.sampler import Sampler, SamplingBatch
 from purellm.loaders.model_files import ModelFiles
-from purellm.platform import choose_device, configure_threads, kv_cache_budget, resolve_dtype
+from purellm.platform import (
+    choose_device,
+    configure_threads,
+    kv_cache_budget,
+    release_freed_memory,
+    resolve_dtype,
+)
 from purellm.runner.inputs import prepare_inputs
 from purellm.runner.kv_cache import allocate_kv_cache, bytes_per_block
 from purellm.runner.model_loader import build_model, load_q4_linears
@@ -62,6 +68,8 @@ class ModelRunner:
         for attn in layers:
             attn.backend = backend
         self.sampler = Sampler()
+        if self.device.type == "cpu":
+            release_freed_memory()
         log.info(
             "device %s (%s), dtype %s, %s attention, KV cache %d tokens",
             self.device,
