@@ -1,26 +1,32 @@
-"""Offline throughput: purellm vs Hugging Face transformers `generate`, same model, same dtype,
-same run. Prints a table with the ratio. Not a test.
+"""Offline throughput: purellm vs Hugging Face transformers `generate` (same model, same dtype)
+and, given its binary, llama.cpp's llama-bench on the same GGUF, in one run. Prints a table
+with the ratios. Not a test.
 
     python bench/throughput.py                       # the default model, dtype auto
     python bench/throughput.py --model DIR --num-requests 128 --dtype float32
+    python bench/throughput.py --llama-bench /path/to/llama-bench   # README of BENCHMARKS.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 
 from purellm import LLM, SamplingParams
+from purellm.loaders.resolve import default_model_path
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--quantization", default=None, choices=[None, "int8"])
+    p.add_argument("--quantization", default=None, choices=[None, "none", "gguf", "int8"])
     p.add_argument("--num-requests", type=int, default=64)
     p.add_argument("--prompt-len", type=int, nargs=2, default=(32, 256), metavar=("MIN", "MAX"))
     p.add_argument("--output-len", type=int, nargs=2, default=(32, 128), metavar=("MIN", "MAX"))
@@ -28,6 +34,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hf-batch-sizes", type=int, nargs="+", default=(16, 64))
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt-tokens", type=int, default=512, help="the single-prompt test")
+    p.add_argument("--llama-bench", metavar="BIN", help="llama.cpp's llama-bench binary")
     return p.parse_args()
 
 
@@ -55,6 +63,29 @@ def bench_purellm(llm: LLM, work, batch1_tokens: int) -> dict[str, float]:
     llm.generate({"prompt_token_ids": work[0][0][:32]}, one)
     batch1 = batch1_tokens / (time.perf_counter() - start)
     return {"throughput": total / elapsed, "batch1": batch1}
+
+
+def bench_prompt(llm: LLM, tokens: int, vocab: int, runs: int = 3) -> float:
+    """Prompt tokens/s for one prompt of `tokens` tokens and one output token (each run a fresh
+    random prompt, so the prefix cache never helps), the best of `runs` after a warm-up."""
+    rng = random.Random(1)
+    one = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
+    speeds = []
+    for _ in range(runs + 1):
+        ids = [rng.randrange(100, vocab - 100) for _ in range(tokens)]
+        start = time.perf_counter()
+        llm.generate({"prompt_token_ids": ids}, one)
+        speeds.append(tokens / (time.perf_counter() - start))
+    return max(speeds[1:])
+
+
+def bench_llama_cpp(binary: str, gguf: Path, prompt: int, gen: int) -> dict[str, float]:
+    """llama-bench's averages for a `prompt`-token prompt and `gen` decoded tokens."""
+    command = [binary, "-m", str(gguf), "-p", str(prompt), "-n", str(gen)]
+    command += ["-t", str(torch.get_num_threads()), "-r", "3", "-o", "json"]
+    rows = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    speeds = {"prompt" if row["n_prompt"] else "batch1": row["avg_ts"] for row in rows}
+    return speeds
 
 
 def hf_model(llm: LLM):
@@ -101,24 +132,41 @@ def main() -> None:
     work = workload(args, llm.engine.runner.vocab_size)
     dtype = str(llm.engine.runner.dtype).removeprefix("torch.")
     ours = bench_purellm(llm, work, args.batch1_tokens)
-    rows = [("purellm", f"{args.num_requests} requests", ours["throughput"])]
-    rows.append(("purellm", "batch-1 decode", ours["batch1"]))
+    ours["prompt"] = bench_prompt(llm, args.prompt_tokens, llm.engine.runner.vocab_size)
+    results = {"purellm": ours}
     if not args.skip_hf:
         model = hf_model(llm)
         best = max(bench_hf(model, work, b) for b in args.hf_batch_sizes)
-        rows.append(("transformers", f"best static batch of {args.hf_batch_sizes}", best))
         batch1 = bench_hf(model, [(work[0][0][:32], args.batch1_tokens)], 1)
-        rows.append(("transformers", "batch-1 decode", batch1))
-    quant = f", {args.quantization} weights" if args.quantization else ""
+        results["transformers"] = {"throughput": best, "batch1": batch1}
+    if args.llama_bench:
+        gguf = Path(args.model) if args.model else default_model_path()
+        results["llama.cpp"] = bench_llama_cpp(
+            args.llama_bench, gguf, args.prompt_tokens, args.batch1_tokens
+        )
+    print_table(args, llm, dtype, results)
+
+
+def print_table(args, llm: LLM, dtype: str, results: dict[str, dict[str, float]]) -> None:
+    works = {
+        "throughput": f"{args.num_requests} requests (transformers: best static batch)",
+        "batch1": f"batch-1 decode, {args.batch1_tokens} tokens",
+        "prompt": f"one {args.prompt_tokens}-token prompt",
+    }
+    quant = llm.engine.runner.quantization
     print(
-        f"\nmodel {llm.engine.files.name}, dtype {dtype}{quant}, threads {torch.get_num_threads()}"
+        f"\nmodel {llm.engine.files.name}, dtype {dtype}, quantization {quant}, "
+        f"threads {torch.get_num_threads()}"
     )
-    print(f"{'engine':<14}{'work':<36}{'tok/s':>10}")
-    for engine, what, speed in rows:
-        print(f"{engine:<14}{what:<36}{speed:>10.1f}")
-    if not args.skip_hf:
-        print(f"ratio throughput purellm/transformers: {rows[0][2] / rows[2][2]:.2f}x")
-        print(f"ratio batch-1     purellm/transformers: {rows[1][2] / rows[3][2]:.2f}x")
+    peers = [name for name in results if name != "purellm"]
+    print(f"{'work':<52}{'engine':<14}{'tok/s':>10}{'purellm/it':>12}")
+    for key, work in works.items():
+        ours = results["purellm"][key]
+        print(f"{work:<52}{'purellm':<14}{ours:>10.1f}")
+        for peer in peers:
+            if key in results[peer]:
+                theirs = results[peer][key]
+                print(f"{'':<52}{peer:<14}{theirs:>10.1f}{ours / theirs:>11.2f}x")
 
 
 if __name__ == "__main__":
