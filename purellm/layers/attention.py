@@ -25,6 +25,9 @@ class AttentionGroup:
     """[num_seqs, width] cache blocks each sequence reads, padded with block 0 (masked)."""
     mask: torch.Tensor
     """[num_seqs, 1, query_len, width * block_size] additive: 0 where allowed, -inf elsewhere."""
+    cache_rows: torch.Tensor | None = None
+    """[kv_heads * num_seqs * width] the blocks' rows in a cache viewed as [kv_heads * blocks,
+    block_size, D]; made by the first layer that gathers, reused by the others."""
 
 
 @dataclass
@@ -94,14 +97,17 @@ class PagedAttention(nn.Module):
 
     def _gather(self, group: AttentionGroup) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole blocks, which index_select copies fast: each [kv_heads, B, L, D], contiguous."""
-        b, blocks = group.num_seqs, group.block_tables.view(-1)
-        kv_heads, block_size, d = self.num_kv_heads, self.k_cache.shape[2], self.head_dim
-        gathered = (kv_heads, len(blocks), block_size, d)
+        kv_heads, num_blocks, block_size, d = self.k_cache.shape
+        if group.cache_rows is None:  # one index_select over the first dim: the fast path
+            heads = torch.arange(kv_heads, device=self.k_cache.device)
+            rows = heads[:, None] * num_blocks + group.block_tables.view(-1)  # [kv, B * width]
+            group.cache_rows = rows.view(-1)
+        gathered = (len(group.cache_rows), block_size, d)
         keys = self.buffers.take(0, gathered, self.k_cache)
         values = self.buffers.take(1, gathered, self.v_cache)
-        torch.index_select(self.k_cache, 1, blocks, out=keys)
-        torch.index_select(self.v_cache, 1, blocks, out=values)
-        shape = (kv_heads, b, -1, d)
+        torch.index_select(self.k_cache.view(-1, block_size, d), 0, group.cache_rows, out=keys)
+        torch.index_select(self.v_cache.view(-1, block_size, d), 0, group.cache_rows, out=values)
+        shape = (kv_heads, group.num_seqs, -1, d)
         return keys.view(shape), values.view(shape)  # [kv_heads, B, L, D] each
 
     def _sdpa(self, q, keys, values, group: AttentionGroup) -> torch.Tensor:
