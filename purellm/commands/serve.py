@@ -149,7 +149,8 @@ def banner(state) -> str:
     dtype = str(runner.dtype).removeprefix("torch.")
     lines = [
         f"purellm {__version__}: serving {engine.files.name} ({engine.files.source})",
-        f"  device {runner.device}, dtype {dtype}, context {limit:,} tokens",
+        f"  device {runner.device}, dtype {dtype}, quantization {runner.quantization}, "
+        f"context {limit:,} tokens",
         f"  KV cache: {capacity:,} tokens = {capacity / limit:.1f} full-length sequences",
         f"  OpenAI base URL: {base_url(config.host, config.port)}   model: {state.model_name}",
         f"  API key: {'required' if config.api_keys else 'none (any key is accepted)'}",

@@ -135,7 +135,12 @@ def _attention_backend(name: str, choice, dtype: torch.dtype) -> str:
 def _quantization(name: str | None, device: torch.device, dtype: torch.dtype, files) -> str:
     """'gguf' needs Q4 tensors, a CPU and bfloat16 (torch's int4 GEMV is ~10x slower with
     float32 or float16 activations); auto (None) takes it where it applies."""
-    usable = files.q4_weights is not None and device.type == "cpu" and dtype == torch.bfloat16
+    usable = (
+        files.q4_weights is not None
+        and device.type == "cpu"
+        and dtype == torch.bfloat16
+        and hasattr(torch, "_weight_int4pack_mm_for_cpu")  # torch 2.5 and later
+    )
     if name is None:
         return "gguf" if usable else "none"
     if name == "gguf" and not usable:
