@@ -118,37 +118,17 @@ def bench_purellm(folder: Path, args, work) -> float:
     return total / elapsed
 
 
-@torch.inference_mode()
-def bench_hf(folder: Path, args, work, batch_size: int) -> float:
-    """Static left-padded batches; counts only the tokens each request asked for."""
+def bench_hf_peer(folder: Path, args, work, batch_size: int) -> float:
+    """transformers' `generate` in static batches (bench/throughput.py's loop) on the device."""
+    from throughput import bench_hf
     from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
-    useful, start = 0, time.perf_counter()
-    for i in range(0, len(work), batch_size):
-        chunk = work[i : i + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.tensor([[0] * (width - len(p)) + p for p, _ in chunk], device=args.device)
-        mask = torch.tensor(
-            [[0] * (width - len(p)) + [1] * len(p) for p, _ in chunk], device=args.device
-        )
-        new = max(n for _, n in chunk)
-        model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=new,
-            min_new_tokens=new,
-            do_sample=False,
-            pad_token_id=0,
-            eos_token_id=None,
-        )
-        useful += sum(n for _, n in chunk)
-    _sync(args.device)
-    elapsed = time.perf_counter() - start
-    print(f"transformers batch {batch_size}: {useful} tokens in {elapsed:.1f} s", flush=True)
+    speed = bench_hf(model, work, batch_size, args.device)
+    print(f"transformers batch {batch_size}: {speed:.1f} tok/s", flush=True)
     del model
-    return useful / elapsed
+    return speed
 
 
 def _sync(device: str) -> None:
@@ -167,7 +147,7 @@ def main() -> None:
             torch.cuda.empty_cache()
             print(f"after purellm: {torch.cuda.memory_allocated() >> 20} MiB allocated", flush=True)
         if not args.skip_hf:
-            best = max(bench_hf(folder, args, work, b) for b in args.hf_batch_sizes)
+            best = max(bench_hf_peer(folder, args, work, b) for b in args.hf_batch_sizes)
             rows.append((f"transformers, best batch of {list(args.hf_batch_sizes)}", best))
     card = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(

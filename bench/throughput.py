@@ -104,14 +104,16 @@ def hf_model(llm: LLM):
 
 
 @torch.inference_mode()
-def bench_hf(model, work, batch_size: int) -> float:
+def bench_hf(model, work, batch_size: int, device: str = "cpu") -> float:
     """Static left-padded batches; counts only the tokens each request asked for."""
     useful, start = 0, time.perf_counter()
     for i in range(0, len(work), batch_size):
         chunk = work[i : i + batch_size]
         width = max(len(ids) for ids, _ in chunk)
-        ids = torch.tensor([[0] * (width - len(p)) + p for p, _ in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p, _ in chunk])
+        ids = torch.tensor([[0] * (width - len(p)) + p for p, _ in chunk], device=device)
+        mask = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p, _ in chunk], device=device
+        )
         new = max(n for _, n in chunk)
         model.generate(
             input_ids=ids,
@@ -123,6 +125,8 @@ def bench_hf(model, work, batch_size: int) -> float:
             eos_token_id=None,
         )
         useful += sum(n for _, n in chunk)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return useful / (time.perf_counter() - start)
 
 
