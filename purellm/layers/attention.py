@@ -25,6 +25,10 @@ class AttentionGroup:
     """[num_seqs, width] cache blocks each sequence reads, padded with block 0 (masked)."""
     mask: torch.Tensor
     """[num_seqs, 1, query_len, width * block_size] additive: 0 where allowed, -inf elsewhere."""
+    from_start: bool = False
+    """One sequence whose chunk starts at position 0 (no earlier context) and no sliding
+    window: plain causal attention, which SDPA computes without a mask in about half the time
+    (it skips the upper triangle)."""
     cache_rows: torch.Tensor | None = None
     """[kv_heads * num_seqs * width] the blocks' rows in a cache viewed as [kv_heads * blocks,
     block_size, D]; made by the first layer that gathers, reused by the others."""
@@ -114,8 +118,13 @@ class PagedAttention(nn.Module):
         b, n_q = group.num_seqs, group.query_len
         q = q.view(b, n_q, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, Q, D]
         keys, values = keys.transpose(0, 1), values.transpose(0, 1)  # [B, kv_heads, L, D]
+        if group.from_start:  # the first n_q keys, causally
+            keys, values = keys[:, :, :n_q], values[:, :, :n_q]  # [1, kv_heads, Q, D]
+            mask, causal = None, True
+        else:
+            mask, causal = group.mask, False
         out = nn.functional.scaled_dot_product_attention(
-            q, keys, values, attn_mask=group.mask, scale=self.scale, enable_gqa=True
+            q, keys, values, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=True
         )  # [B, H, Q, D]
         return out.transpose(1, 2).reshape(b * n_q, self.num_heads * self.head_dim)
 

@@ -84,4 +84,8 @@ def _group(
         allowed &= key_pos > query_pos[..., None] - sliding_window
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     mask.masked_fill_(~allowed, float("-inf"))
-    return AttentionGroup(len(items), query_len, tables_t, mask[:, None])  # [B, 1, Q, L]
+    from_start = len(items) == 1 and context_lens[0] == query_len > 1
+    from_start &= not sliding_window or sliding_window >= query_len
+    return AttentionGroup(
+        len(items), query_len, tables_t, mask[:, None], from_start=from_start
+    )  # mask [B, 1, Q, L]

@@ -41,3 +41,12 @@ def test_matmul_query_slicing_changes_nothing(monkeypatch):
     whole = layer(q, k, v, meta)
     monkeypatch.setattr(attention, "SCORES_BUDGET", 4 * 6 * 20 * 2)  # two query rows a pass
     torch.testing.assert_close(layer(q, k, v, meta), whole, rtol=1e-6, atol=1e-6)
+
+
+def test_a_chunk_from_position_zero_takes_the_causal_path():
+    """Plain causal SDPA (no mask, upper triangle skipped) equals the masked computation."""
+    layer, q, k, v, meta = _setup(query_len=13, context=13)
+    layer.backend = "sdpa"
+    masked = layer(q, k, v, meta)
+    meta.groups[0].from_start = True
+    torch.testing.assert_close(layer(q, k, v, meta), masked, rtol=1e-5, atol=1e-5)
