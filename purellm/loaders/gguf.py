@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
         tokenizer=_tokenizer(path, meta),
         weights=functools.partial(_stream, path, plan),
         generation_config=_generation_config(meta),
-        q4_weights=functools.partial(_q4_stream, path, plan) if has_q4 else None,
+        has_q4=has_q4,
     )
 
 
@@ -197,17 +196,15 @@ def _tensors(path: Path) -> dict[str, GGUFTensor]:
     return {tensor.name: tensor for tensor in GGUFHeader(path).tensors}
 
 
-def _stream(path: Path, plan: Plan) -> WeightStream:
+def _stream(path: Path, plan: Plan, keep_q4: bool = False) -> WeightStream:
+    """`keep_q4`: Q4_0/Q4_1 matrices come as Q4Weight, not dequantized."""
     tensors = _tensors(path)
     for name, gguf_name, heads in plan:
-        yield name, read_tensor(tensors[gguf_name], heads)
-
-
-def _q4_stream(path: Path, plan: Plan) -> Iterator[tuple[str, Q4Weight]]:
-    tensors = _tensors(path)
-    for name, gguf_name, heads in plan:
-        if tensors[gguf_name].tensor_type in (Q.Q4_0, Q.Q4_1):
-            yield name, read_q4_tensor(tensors[gguf_name], heads)
+        tensor = tensors[gguf_name]
+        if keep_q4 and tensor.tensor_type in (Q.Q4_0, Q.Q4_1) and len(tensor.shape) == 2:
+            yield name, read_q4_tensor(tensor, heads)
+        else:
+            yield name, read_tensor(tensor, heads)
 
 
 def read_q4_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> Q4Weight:

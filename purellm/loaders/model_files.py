@@ -22,12 +22,13 @@ class ModelFiles:
     source: str
     """Human-readable description of where it came from, e.g. 'GGUF file /x/y.gguf'."""
     config: Any
-    """A transformers PretrainedConfig (LlamaConfig, Qwen2Config, ...)."""
+    """A transformers config (LlamaConfig, Qwen2Config, ...), or for a GGUF a LightConfig with
+    the same fields (loaders/light_config.py)."""
     tokenizer: Any
     """A transformers tokenizer with `chat_template` set when the source has one."""
-    weights: Callable[[], WeightStream]
+    weights: Callable[..., WeightStream]
     generation_config: dict[str, Any] = field(default_factory=dict)
     """generation_config.json contents (eos_token_id, temperature, top_p, ...), or {}."""
-    q4_weights: Callable[[], Iterator[tuple[str, Any]]] | None = None
-    """For a GGUF with Q4_0/Q4_1 matrices: `(hf_parameter_name, Q4Weight)` for each of them,
-    their exact 4-bit values (`weights()` yields the same tensors dequantized)."""
+    has_q4: bool = False
+    """A GGUF with Q4_0/Q4_1 matrices: `weights(keep_q4=True)` then yields each of them as a
+    Q4Weight (its exact 4-bit values, `.dequantize()` for the float tensor)."""

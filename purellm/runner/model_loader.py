@@ -19,8 +19,14 @@ Q4_FIELDS = ("q", "scales", "mins")
 
 
 def build_model(
-    files: ModelFiles, device: torch.device, dtype: torch.dtype, max_position: int
+    files: ModelFiles,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_position: int,
+    keep_q4: bool = False,
 ) -> nn.Module:
+    """`keep_q4` (a Q4 GGUF): linears whose checkpoint tensors are all Q4_0/Q4_1 also get their
+    exact 4-bit weights (Int4Linear), and the LM head an int8 twin, for small steps."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -29,21 +35,29 @@ def build_model(
     finally:
         torch.set_default_dtype(previous)
     model = model.to_empty(device=device)
-    load_weights(model, files)
+    packer = Int4Packer(model) if keep_q4 else None
+    load_weights(model, files, packer)
     model.tie_weights()
+    if packer is not None:
+        log.info("gguf: %d linears use the file's 4-bit weights for small steps", packer.finish())
     model.model.rotary_emb.init_buffers(device)
     return model.eval()
 
 
-def load_weights(model: nn.Module, files: ModelFiles) -> None:
+def load_weights(model: nn.Module, files: ModelFiles, packer: Int4Packer | None = None) -> None:
     """Copy every checkpoint tensor into its parameter (or its shard of a fused one), checking
-    shapes, and fail on anything missing or left over."""
+    shapes, and fail on anything missing or left over. With a packer, 4-bit tensors also go to
+    it, in the same pass over the file."""
     params = dict(model.named_parameters())
     expected = _expected_slots(model)
     started = last_report = time.monotonic()
     loaded: set[tuple[str, int | None]] = set()
-    for name, tensor in files.weights():
+    stream = files.weights(keep_q4=True) if packer is not None else files.weights()
+    for name, tensor in stream:
         target, shard = _target(model, name)
+        if isinstance(tensor, Q4Weight):
+            packer.add(module_name=target.rsplit(".", 1)[0], shard=shard, weight=tensor)
+            tensor = tensor.dequantize()
         if target not in params:
             if name == "lm_head.weight" or "rotary_emb" in name:
                 continue
@@ -59,28 +73,36 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
     log.info("loaded %d tensors in %.1fs", len(loaded), time.monotonic() - started)
 
 
-@torch.no_grad()
-def load_q4_linears(model: nn.Module, files: ModelFiles) -> int:
-    """Give each linear whose checkpoint tensors are all Q4_0/Q4_1 (every shard of a fused one)
-    an Int4Linear built from those exact 4-bit values, and the LM head an int8 twin for small
-    steps. Each linear is packed as soon as its shards are in. Returns how many are int4."""
-    pending: dict[str, dict[int | None, Q4Weight]] = {}
-    count = 0
-    for name, weight in files.q4_weights():
-        target, shard = _target(model, name)
-        module_name = target.rsplit(".", 1)[0]
-        shards = pending.setdefault(module_name, {})
+class Int4Packer:
+    """Builds an Int4Linear for each linear as soon as the 4-bit weights of all its shards have
+    streamed by; `finish` puts them in place (and gives the LM head its int8 twin) once the
+    dense weights are loaded."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.pending: dict[str, dict[int | None, Q4Weight]] = {}
+        self.packed: dict[str, Int4Linear] = {}
+
+    @torch.no_grad()
+    def add(self, module_name: str, shard: int | None, weight: Q4Weight) -> None:
+        shards = self.pending.setdefault(module_name, {})
         shards[shard] = weight
-        linear = model.get_submodule(module_name)
+        linear = self.model.get_submodule(module_name)
         wanted = range(len(linear.output_sizes)) if isinstance(linear, MergedLinear) else [None]
         if set(shards) == set(wanted):
             parts = [shards[i] for i in wanted]
             q, scales, mins = (torch.cat([getattr(p, f) for p in parts]) for f in Q4_FIELDS)
-            replace_module(model, module_name, Int4Linear(linear, q, scales, mins))
-            del pending[module_name]
-            count += 1
-    replace_module(model, "lm_head", Int8Linear.from_linear(model.lm_head, keep_dense=True))
-    return count
+            self.packed[module_name] = Int4Linear(linear, q, scales, mins)
+            del self.pending[module_name]
+
+    @torch.no_grad()
+    def finish(self) -> int:
+        """Returns how many linears are int4 (a fused one with a non-Q4 shard stays dense)."""
+        for module_name, layer in self.packed.items():
+            replace_module(self.model, module_name, layer)
+        lm_head = Int8Linear.from_linear(self.model.lm_head, keep_dense=True)
+        replace_module(self.model, "lm_head", lm_head)
+        return len(self.packed)
 
 
 def _target(model: nn.Module, name: str) -> tuple[str, int | None]:

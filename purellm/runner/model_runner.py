@@ -21,7 +21,7 @@ from purellm.platform import (
 )
 from purellm.runner.inputs import prepare_inputs
 from purellm.runner.kv_cache import allocate_kv_cache, bytes_per_block
-from purellm.runner.model_loader import build_model, load_q4_linears
+from purellm.runner.model_loader import build_model
 
 log = logging.getLogger("purellm")
 
@@ -43,13 +43,12 @@ class ModelRunner:
         self.block_size = config.block_size
         model_max = getattr(files.config, "max_position_embeddings", None) or 4096
         max_model_len = config.max_model_len or model_max
-        self.model = build_model(files, self.device, self.dtype, max(max_model_len, model_max))
         self.quantization = _quantization(config.quantization, self.device, self.dtype, files)
+        max_position = max(max_model_len, model_max)
+        keep_q4 = self.quantization == "gguf"
+        self.model = build_model(files, self.device, self.dtype, max_position, keep_q4)
         if self.quantization == "int8":
             log.info("int8 weight-only: %d linears quantized", quantize_linears(self.model))
-        elif self.quantization == "gguf":
-            count = load_q4_linears(self.model, files)
-            log.info("gguf: %d linears use the file's 4-bit weights for small steps", count)
         self.vocab_size = files.config.vocab_size
         layers = self.model.attention_layers()
         budget = kv_cache_budget(self.device, config.kv_cache_memory, config.gpu_memory_utilization)
@@ -136,7 +135,7 @@ def _quantization(name: str | None, device: torch.device, dtype: torch.dtype, fi
     """'gguf' needs Q4 tensors, a CPU and bfloat16 (torch's int4 GEMV is ~10x slower with
     float32 or float16 activations); auto (None) takes it where it applies."""
     usable = (
-        files.q4_weights is not None
+        files.has_q4
         and device.type == "cpu"
         and dtype == torch.bfloat16
         and hasattr(torch, "_weight_int4pack_mm_for_cpu")  # torch 2.5 and later
