@@ -14,6 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+KERNEL_DTYPE = torch.bfloat16
+"""The activation dtype the CPU int4/int8 GEMVs run in: torch vectorises them for bf16 only
+(a 3072x576 int8 GEMV: 61 us in bf16, 842 us in float32). float32 models cast the few rows
+of a small step to it and back."""
 SMALL_BATCH = 4
 """Up to this many rows the weight-only kernels beat the bf16 matmul on a CPU (BENCHMARKS.md:
 3072x576 at 4 rows: int4 100 us, int8 108 us, bf16 160 us; at 16 rows bf16 wins)."""
@@ -35,13 +39,15 @@ class Int4Linear(nn.Module):
         zeros = mins + 8 * scales  # torch's convention: w = (q - 8) * scale + zero
         scales_zeros = torch.stack((scales, zeros), dim=-1)  # [out, in / GROUP, 2]
         self.register_buffer(
-            "scales_zeros", scales_zeros.transpose(0, 1).contiguous().to(linear.weight.dtype)
+            "scales_zeros", scales_zeros.transpose(0, 1).contiguous().to(KERNEL_DTYPE)
         )  # [in / GROUP, out, 2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > SMALL_BATCH:
             return nn.functional.linear(x, self.weight, self.bias)
-        out = torch._weight_int4pack_mm_for_cpu(x, self.packed, GROUP, self.scales_zeros)
+        small = x.to(KERNEL_DTYPE)
+        out = torch._weight_int4pack_mm_for_cpu(small, self.packed, GROUP, self.scales_zeros)
+        out = out.to(x.dtype)
         return out if self.bias is None else out + self.bias
 
 
@@ -55,7 +61,7 @@ class Int8Linear(nn.Module):
     ):
         super().__init__()
         self.register_buffer("weight", weight)  # [out, in] int8
-        self.register_buffer("scales", scales)  # [out], in the activation dtype
+        self.register_buffer("scales", scales)  # [out], in the kernel's activation dtype
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.dense = dense
         """[out, in] the float weight for large steps, or None to dequantize the int8 one."""
@@ -72,23 +78,28 @@ class Int8Linear(nn.Module):
         for start in range(0, rows, QUANTIZE_ROWS):
             part = linear.weight[start : start + QUANTIZE_ROWS].float()
             part_scales = part.abs().amax(dim=1).clamp(min=1e-8) / 127
-            part.div_(part_scales[:, None]).round_().clamp_(-127, 127)
-            quantized[start : start + QUANTIZE_ROWS] = part
+            part = (part / part_scales[:, None]).round_().clamp_(-127, 127)  # not in place:
+            quantized[start : start + QUANTIZE_ROWS] = part  # a float32 `part` is the weight
             scales[start : start + QUANTIZE_ROWS] = part_scales
         dense = linear.weight if keep_dense else None
-        layer = cls(quantized, scales.to(linear.weight.dtype), linear.bias, dense)
+        layer = cls(quantized, scales.to(_kernel_dtype(linear.weight)), linear.bias, dense)
         if hasattr(linear, "output_sizes"):
             layer.output_sizes = linear.output_sizes
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= SMALL_BATCH:
-            out = torch._weight_int8pack_mm(x, self.weight, self.scales)
+            small = x.to(self.scales.dtype)
+            out = torch._weight_int8pack_mm(small, self.weight, self.scales).to(x.dtype)
         elif self.dense is not None:
             out = nn.functional.linear(x, self.dense)
         else:
-            out = nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales
+            out = nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
         return out if self.bias is None else out + self.bias
+
+
+def _kernel_dtype(weight: torch.Tensor) -> torch.dtype:
+    return KERNEL_DTYPE if weight.device.type == "cpu" else weight.dtype
 
 
 def quantize_linears(model: nn.Module) -> int:

@@ -1,6 +1,9 @@
 """A Q4 GGUF's own 4-bit weights as int4 linears (`quantization="gguf"`): exact 4-bit values,
 close to the dense layer on the int4 kernel, the dense weight above SMALL_BATCH rows, and the
-engine picks it on its own for a Q4 GGUF in bfloat16 on the CPU."""
+engine picks it on its own for a Q4 GGUF on the CPU in bfloat16 or an automatic float32
+(whose small steps run the kernel in bf16)."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,14 +15,17 @@ from torch import nn
 from purellm import LLM, SamplingParams
 from purellm.layers.quantization import SMALL_BATCH, Int4Linear, Int8Linear
 from purellm.loaders.gguf_quants import read_q4
+from purellm.runner.model_runner import _quantization
 from tests.loaders.test_gguf import LLAMA_META, VOCAB, f32, hf_to_gguf, write_gguf
 
 
-def _q4_linear(qtype: Q, rows=96, cols=128, bias=False) -> tuple[Int4Linear, torch.Tensor]:
+def _q4_linear(
+    qtype: Q, rows=96, cols=128, bias=False, dtype=torch.bfloat16
+) -> tuple[Int4Linear, torch.Tensor]:
     rng = np.random.default_rng(0)
     raw = quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
     weight = read_q4(raw, qtype.name, (rows, cols))
-    linear = nn.Linear(cols, rows, bias=bias).to(torch.bfloat16)
+    linear = nn.Linear(cols, rows, bias=bias).to(dtype)
     with torch.no_grad():
         linear.weight.copy_(weight.dequantize())
     return Int4Linear(linear, weight.q, weight.scales, weight.mins), weight.dequantize()
@@ -27,12 +33,34 @@ def _q4_linear(qtype: Q, rows=96, cols=128, bias=False) -> tuple[Int4Linear, tor
 
 @pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1])
 @pytest.mark.parametrize("rows", [1, SMALL_BATCH, SMALL_BATCH + 1])
-def test_int4_linear_matches_the_dequantized_weight(qtype, rows):
-    layer, dense = _q4_linear(qtype, bias=True)
-    x = torch.randn(rows, dense.shape[1], dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_int4_linear_matches_the_dequantized_weight(qtype, rows, dtype):
+    layer, dense = _q4_linear(qtype, bias=True, dtype=dtype)
+    x = torch.randn(rows, dense.shape[1], dtype=dtype)
     expected = x.float() @ dense.T + layer.bias.float()
-    got = layer(x).float()
-    assert (got - expected).norm() / expected.norm() < 0.01
+    got = layer(x)
+    assert got.dtype == dtype
+    assert (got.float() - expected).norm() / expected.norm() < 0.01
+
+
+@pytest.mark.parametrize(
+    ("dtype", "dtype_auto", "expected"),
+    [
+        (torch.bfloat16, False, "gguf"),
+        (torch.bfloat16, True, "gguf"),
+        (torch.float32, True, "gguf"),  # auto chose float32: a CPU without native bf16
+        (torch.float32, False, "none"),  # an explicit float32 stays the exact reference
+        (torch.float16, False, "none"),
+    ],
+)
+def test_auto_quantization(dtype, dtype_auto, expected):
+    q4 = SimpleNamespace(has_q4=True)
+    cpu = torch.device("cpu")
+    assert _quantization(None, cpu, dtype, q4, dtype_auto) == expected
+    assert _quantization(None, cpu, dtype, SimpleNamespace(has_q4=False), dtype_auto) == "none"
+    assert _quantization("gguf", cpu, dtype, q4, dtype_auto) == "gguf"
+    with pytest.raises(ValueError, match="Q4_0/Q4_1"):
+        _quantization("gguf", cpu, dtype, SimpleNamespace(has_q4=False), dtype_auto)
 
 
 def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
@@ -77,5 +105,6 @@ def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
     assert dense.engine.runner.quantization == "none"
     assert not any(isinstance(m, Int4Linear) for m in dense.engine.runner.model.modules())
     assert LLM(str(path), dtype="float32", **options).engine.runner.quantization == "none"
-    with pytest.raises(ValueError, match="gguf"):
-        LLM(str(path), dtype="float32", quantization="gguf", **options)
+    fp32 = LLM(str(path), dtype="float32", quantization="gguf", **options)
+    assert fp32.engine.runner.model.lm_head.scales.dtype == torch.bfloat16  # the kernel's dtype
+    assert all(len(o.outputs[0].token_ids) == 6 for o in fp32.generate(prompts, params))
