@@ -46,9 +46,9 @@ def add_parser(subparsers) -> None:
         "--quantization",
         choices=["none", "gguf", "int8"],
         default=None,
-        help="gguf: a Q4_0/Q4_1 GGUF's own 4-bit weights for small steps (the default on CPUs "
-        "unless --dtype float32 is given); int8: weight-only int8 linears; none: dense weights "
-        "(see BENCHMARKS.md)",
+        help="gguf: a quantized GGUF's own 4-bit weights (int8 for other types) for small steps "
+        "(the default on CPUs unless --dtype float32 is given); int8: weight-only int8 "
+        "linears; none: dense weights (see BENCHMARKS.md)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--max-num-seqs", type=int, default=256)

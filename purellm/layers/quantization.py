@@ -1,12 +1,13 @@
 """Weight-only quantized linears: fewer bytes to read per decode step, where decoding a few
 sequences is bound by reading the weights.
 
-- `Int4Linear`: a GGUF's own Q4_0/Q4_1 blocks (exact 4-bit values, a scale and zero per 32
-  inputs) through torch's CPU int4 GEMV for up to SMALL_BATCH rows; the dense weight, kept
+- `Int4Linear`: a GGUF's own Q4_0/Q4_1/Q4_K blocks (exact 4-bit values, a scale and zero per
+  32 inputs) through torch's CPU int4 GEMV for up to SMALL_BATCH rows; the dense weight, kept
   beside it, for larger steps, where the dense matmul is faster.
-- `Int8Linear`: per-output-channel int8, quantized at load. With `keep_dense` (the LM head of a
-  Q4 GGUF) it is used up to SMALL_BATCH rows like the above; without (`quantization="int8"`,
-  opt-in) it replaces the dense weight, which is dequantized for larger steps.
+- `Int8Linear`: per-output-channel int8, quantized at load. With `keep_dense` (the LM head and
+  the other quantized matrices of a GGUF) it is used up to SMALL_BATCH rows like the above;
+  without (`quantization="int8"`, opt-in) it replaces the dense weight, which is dequantized
+  for larger steps.
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ class Int8Linear(nn.Module):
         quantized = torch.empty(linear.weight.shape, dtype=torch.int8, device=device)
         scales = torch.empty(rows, dtype=torch.float32, device=device)
         for start in range(0, rows, QUANTIZE_ROWS):
-            part = linear.weight[start : start + QUANTIZE_ROWS].float()
+            part = linear.weight[start : start + QUANTIZE_ROWS].to(torch.float32, copy=True)
             part_scales = part.abs().amax(dim=1).clamp(min=1e-8) / 127
-            part = (part / part_scales[:, None]).round_().clamp_(-127, 127)  # not in place:
-            quantized[start : start + QUANTIZE_ROWS] = part  # a float32 `part` is the weight
+            part.div_(part_scales[:, None]).round_().clamp_(-127, 127)
+            quantized[start : start + QUANTIZE_ROWS] = part
             scales[start : start + QUANTIZE_ROWS] = part_scales
         dense = linear.weight if keep_dense else None
         layer = cls(quantized, scales.to(_kernel_dtype(linear.weight)), linear.bias, dense)

@@ -26,6 +26,9 @@ from purellm.loaders.light_config import LightConfig
 from purellm.loaders.model_files import ModelFiles, WeightStream
 
 Q = GGMLQuantizationType
+FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
+Q4_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q4_K)
+"""Read as their exact 4-bit values (Q4Weight)."""
 SUPPORTED_TYPES = (
     Q.F32,
     Q.F16,
@@ -62,7 +65,12 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
     tensors = {tensor.name: tensor for tensor in header.tensors}
     config = build_config(meta, tensors)
     plan = _plan(tensors, meta["general.architecture"], config)
-    has_q4 = any(tensors[gguf_name].tensor_type in (Q.Q4_0, Q.Q4_1) for _, gguf_name, _ in plan)
+    has_q4 = any(tensors[gguf_name].tensor_type in Q4_TYPES for _, gguf_name, _ in plan)
+    quantized = frozenset(
+        name
+        for name, gguf_name, _ in plan
+        if tensors[gguf_name].tensor_type not in FLOAT_TYPES and len(tensors[gguf_name].shape) == 2
+    )
     return ModelFiles(
         name=name or path.stem,
         source=f"GGUF file {path}",
@@ -71,6 +79,7 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
         weights=functools.partial(_stream, path, plan),
         generation_config=_generation_config(meta),
         has_q4=has_q4,
+        quantized=quantized,
     )
 
 
@@ -197,18 +206,18 @@ def _tensors(path: Path) -> dict[str, GGUFTensor]:
 
 
 def _stream(path: Path, plan: Plan, keep_q4: bool = False) -> WeightStream:
-    """`keep_q4`: Q4_0/Q4_1 matrices come as Q4Weight, not dequantized."""
+    """`keep_q4`: Q4_0/Q4_1/Q4_K matrices come as Q4Weight, not dequantized."""
     tensors = _tensors(path)
     for name, gguf_name, heads in plan:
         tensor = tensors[gguf_name]
-        if keep_q4 and tensor.tensor_type in (Q.Q4_0, Q.Q4_1) and len(tensor.shape) == 2:
+        if keep_q4 and tensor.tensor_type in Q4_TYPES and len(tensor.shape) == 2:
             yield name, read_q4_tensor(tensor, heads)
         else:
             yield name, read_tensor(tensor, heads)
 
 
 def read_q4_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> Q4Weight:
-    """A Q4_0/Q4_1 GGUF matrix as its exact 4-bit values, in HF layout."""
+    """A Q4_0/Q4_1/Q4_K GGUF matrix as its exact 4-bit values, in HF layout."""
     weight = read_q4(tensor.data, tensor.tensor_type.name, _hf_shape(tensor))
     if unpermute_heads is not None:
         order = unpermute_qk(torch.arange(weight.q.shape[0]), unpermute_heads)
@@ -224,7 +233,7 @@ def read_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> torch
     """One GGUF tensor as a float32 torch tensor in HF layout (GGUF shape reversed)."""
     _check_type(tensor)
     shape = _hf_shape(tensor)
-    if tensor.tensor_type in (Q.Q4_0, Q.Q4_1) and len(shape) == 2:
+    if tensor.tensor_type in Q4_TYPES and len(shape) == 2:
         return read_q4_tensor(tensor, unpermute_heads).dequantize()
     if tensor.tensor_type == Q.Q8_0 and len(shape) == 2:
         result = read_q8_0(tensor.data, shape)

@@ -23,10 +23,10 @@ def build_model(
     device: torch.device,
     dtype: torch.dtype,
     max_position: int,
-    keep_q4: bool = False,
+    twins: bool = False,
 ) -> nn.Module:
-    """`keep_q4` (a Q4 GGUF): linears whose checkpoint tensors are all Q4_0/Q4_1 also get their
-    exact 4-bit weights (Int4Linear), and the LM head an int8 twin, for small steps."""
+    """`twins` (a quantized GGUF, `quantization="gguf"`): beside its dense weight, each linear
+    stored quantized gets a weight-only twin for small steps (QuantizedTwins)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -35,16 +35,19 @@ def build_model(
     finally:
         torch.set_default_dtype(previous)
     model = model.to_empty(device=device)
-    packer = Int4Packer(model) if keep_q4 else None
-    load_weights(model, files, packer)
+    builder = QuantizedTwins(model, files.quantized) if twins else None
+    load_weights(model, files, builder)
     model.tie_weights()
-    if packer is not None:
-        log.info("gguf: %d linears use the file's 4-bit weights for small steps", packer.finish())
+    if builder is not None:
+        int4, int8 = builder.finish()
+        log.info(
+            "gguf: small steps use the file's 4-bit weights in %d linears, int8 in %d", int4, int8
+        )
     model.model.rotary_emb.init_buffers(device)
     return model.eval()
 
 
-def load_weights(model: nn.Module, files: ModelFiles, packer: Int4Packer | None = None) -> None:
+def load_weights(model: nn.Module, files: ModelFiles, packer: QuantizedTwins | None = None) -> None:
     """Copy every checkpoint tensor into its parameter (or its shard of a fused one), checking
     shapes, and fail on anything missing or left over. With a packer, 4-bit tensors also go to
     it, in the same pass over the file."""
@@ -73,15 +76,17 @@ def load_weights(model: nn.Module, files: ModelFiles, packer: Int4Packer | None 
     log.info("loaded %d tensors in %.1fs", len(loaded), time.monotonic() - started)
 
 
-class Int4Packer:
+class QuantizedTwins:
     """Builds an Int4Linear for each linear as soon as the 4-bit weights of all its shards have
-    streamed by; `finish` puts them in place (and gives the LM head its int8 twin) once the
-    dense weights are loaded."""
+    streamed by (Q4_0/Q4_1/Q4_K). `finish` puts them in place once the dense weights are loaded,
+    gives every other linear with a quantized shard (Q8_0, K-quants) an Int8Linear twin, and
+    the LM head one too."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, quantized: frozenset[str]):
         self.model = model
         self.pending: dict[str, dict[int | None, Q4Weight]] = {}
         self.packed: dict[str, Int4Linear] = {}
+        self.quantized_modules = {_target(model, name)[0].rsplit(".", 1)[0] for name in quantized}
 
     @torch.no_grad()
     def add(self, module_name: str, shard: int | None, weight: Q4Weight) -> None:
@@ -96,13 +101,22 @@ class Int4Packer:
             del self.pending[module_name]
 
     @torch.no_grad()
-    def finish(self) -> int:
-        """Returns how many linears are int4 (a fused one with a non-Q4 shard stays dense)."""
+    def finish(self) -> tuple[int, int]:
+        """(linears on the int4 kernel, linears with an int8 twin), the LM head not counted. A
+        fused linear with a shard that is not Q4 gets an int8 twin."""
         for module_name, layer in self.packed.items():
             replace_module(self.model, module_name, layer)
+        int8 = sorted(
+            name
+            for name in self.quantized_modules - set(self.packed)
+            if isinstance(self.model.get_submodule(name), nn.Linear) and name != "lm_head"
+        )
+        for module_name in int8:
+            linear = self.model.get_submodule(module_name)
+            replace_module(self.model, module_name, Int8Linear.from_linear(linear, keep_dense=True))
         lm_head = Int8Linear.from_linear(self.model.lm_head, keep_dense=True)
         replace_module(self.model, "lm_head", lm_head)
-        return len(self.packed)
+        return len(self.packed), len(int8)
 
 
 def _target(model: nn.Module, name: str) -> tuple[str, int | None]:

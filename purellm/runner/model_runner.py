@@ -47,8 +47,8 @@ class ModelRunner:
             config.quantization, self.device, self.dtype, files, config.dtype == "auto"
         )
         max_position = max(max_model_len, model_max)
-        keep_q4 = self.quantization == "gguf"
-        self.model = build_model(files, self.device, self.dtype, max_position, keep_q4)
+        twins = self.quantization == "gguf"
+        self.model = build_model(files, self.device, self.dtype, max_position, twins)
         if self.quantization == "int8":
             log.info("int8 weight-only: %d linears quantized", quantize_linears(self.model))
         self.vocab_size = files.config.vocab_size
@@ -136,12 +136,12 @@ def _attention_backend(name: str, choice, dtype: torch.dtype) -> str:
 def _quantization(
     name: str | None, device: torch.device, dtype: torch.dtype, files, dtype_auto: bool
 ) -> str:
-    """'gguf' needs Q4 tensors and the CPU. auto (None) takes it there for bfloat16, and for
-    float32 when `dtype_auto` chose it (a CPU without native bf16: the small steps then run the
-    4-bit kernel in bf16, 3x faster than float32 for batch-1 decode); an explicit float32 stays
-    the exact reference."""
+    """'gguf' needs a quantized GGUF and the CPU. auto (None) takes it there for bfloat16, and
+    for float32 when `dtype_auto` chose it (a CPU without native bf16: the small steps then run
+    the quantized kernels in bf16, 3x faster than float32 for batch-1 decode); an explicit
+    float32 stays the exact reference."""
     usable = (
-        files.has_q4
+        bool(files.quantized)
         and device.type == "cpu"
         and hasattr(torch, "_weight_int4pack_mm_for_cpu")  # torch 2.5 and later
     )
@@ -149,7 +149,7 @@ def _quantization(
         wanted = dtype == torch.bfloat16 or (dtype_auto and dtype == torch.float32)
         return "gguf" if usable and wanted else "none"
     if name == "gguf" and not usable:
-        raise ValueError("quantization 'gguf' needs a GGUF with Q4_0/Q4_1 weights and the CPU")
+        raise ValueError("quantization 'gguf' needs a GGUF with quantized weights and the CPU")
     return name
 
 

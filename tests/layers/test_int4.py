@@ -54,16 +54,17 @@ def test_int4_linear_matches_the_dequantized_weight(qtype, rows, dtype):
     ],
 )
 def test_auto_quantization(dtype, dtype_auto, expected):
-    q4 = SimpleNamespace(has_q4=True)
+    quantized = SimpleNamespace(quantized=frozenset({"model.layers.0.mlp.down_proj.weight"}))
+    dense = SimpleNamespace(quantized=frozenset())
     cpu = torch.device("cpu")
-    assert _quantization(None, cpu, dtype, q4, dtype_auto) == expected
-    assert _quantization(None, cpu, dtype, SimpleNamespace(has_q4=False), dtype_auto) == "none"
-    assert _quantization("gguf", cpu, dtype, q4, dtype_auto) == "gguf"
-    with pytest.raises(ValueError, match="Q4_0/Q4_1"):
-        _quantization("gguf", cpu, dtype, SimpleNamespace(has_q4=False), dtype_auto)
+    assert _quantization(None, cpu, dtype, quantized, dtype_auto) == expected
+    assert _quantization(None, cpu, dtype, dense, dtype_auto) == "none"
+    assert _quantization("gguf", cpu, dtype, quantized, dtype_auto) == "gguf"
+    with pytest.raises(ValueError, match="quantized weights"):
+        _quantization("gguf", cpu, dtype, dense, dtype_auto)
 
 
-def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
+def _tiny_llama() -> dict:
     import transformers
 
     config = transformers.LlamaConfig(
@@ -78,13 +79,22 @@ def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    tensors = hf_to_gguf(model, "llama")
+    return hf_to_gguf(transformers.AutoModelForCausalLM.from_config(config), "llama")
+
+
+def _quantized_gguf(path, qtype_of) -> str:
+    """The tiny Llama with each matrix but the embedding stored as `qtype_of(gguf_name)`."""
+    tensors = _tiny_llama()
     for name, (array, _) in tensors.items():
         if array.ndim == 2 and "token_embd" not in name:
-            tensors[name] = (quantize(array, Q.Q4_1), Q.Q4_1)
+            qtype = qtype_of(name)
+            tensors[name] = (quantize(array, qtype), qtype)
     tensors["output_norm.weight"] = f32(np.ones(64))
-    path = write_gguf(tmp_path / "q4.gguf", "llama", LLAMA_META, tensors)
+    return str(write_gguf(path, "llama", LLAMA_META, tensors))
+
+
+def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
+    path = _quantized_gguf(tmp_path / "q4.gguf", lambda name: Q.Q4_1)
 
     options = dict(device="cpu", kv_cache_memory=1 << 20)
     prompts = [{"prompt_token_ids": [5, 70, 200, 9]}, {"prompt_token_ids": [1, 2, 3]}]
@@ -108,3 +118,31 @@ def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
     fp32 = LLM(str(path), dtype="float32", quantization="gguf", **options)
     assert fp32.engine.runner.model.lm_head.scales.dtype == torch.bfloat16  # the kernel's dtype
     assert all(len(o.outputs[0].token_ids) == 6 for o in fp32.generate(prompts, params))
+
+
+def test_other_quantized_matrices_get_int8_twins(tmp_path):
+    """Q8_0 matrices, and fused ones with a shard that is not Q4 (v in Q8_0 beside Q4_1 q, k),
+    get an int8 twin with the dense weight kept; whole-Q4 ones the int4 kernel."""
+    path = _quantized_gguf(
+        tmp_path / "mixed.gguf",
+        lambda name: (
+            Q.Q4_1
+            if name.endswith(("attn_q.weight", "attn_k.weight", "attn_output.weight"))
+            else Q.Q8_0
+        ),
+    )
+    options = dict(device="cpu", kv_cache_memory=1 << 20)
+    llm = LLM(path, dtype="bfloat16", **options)
+    model = llm.engine.runner.model
+    assert llm.engine.runner.quantization == "gguf"
+    layer = model.model.layers[0]
+    assert isinstance(layer.self_attn.o_proj, Int4Linear)
+    for name in ("self_attn.qkv_proj", "mlp.gate_up_proj", "mlp.down_proj"):
+        twin = layer.get_submodule(name)
+        assert isinstance(twin, Int8Linear) and twin.dense is not None, name
+    assert layer.self_attn.qkv_proj.output_sizes == [64, 32, 32]
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    prompt = {"prompt_token_ids": [5, 70, 200, 9]}
+    dense = LLM(path, dtype="bfloat16", quantization="none", **options).generate(prompt, params)
+    got = llm.generate(prompt, params)
+    assert got[0].outputs[0].token_ids[0] == dense[0].outputs[0].token_ids[0]

@@ -15,6 +15,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
 from purellm.loaders.gguf import load_gguf
+from purellm.loaders.gguf_quants import Q4Weight
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEMPLATE = (
@@ -141,6 +142,7 @@ def llama_cpp_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
     return split.swapaxes(1, 2).reshape(weight.shape)  # [h, hd/2, 2, in] -> [out, in]
 
 
+FLOATS = (Q.F32, Q.F16, Q.BF16)
 SUPPORTED = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q4_K, Q.Q5_K, Q.Q6_K]
 
 
@@ -191,6 +193,12 @@ def test_every_supported_type_dequantizes_like_gguf_reference(tmp_path: Path) ->
         assert torch.isfinite(value).all()
         seen_types.add(qtype)
     assert seen_types == set(SUPPORTED)
+    four_bit = {n: w for n, w in model.weights(keep_q4=True) if isinstance(w, Q4Weight)}
+    q4_names = {gguf_to_hf(n) for n, (_, t) in tensors.items() if t in (Q.Q4_0, Q.Q4_1, Q.Q4_K)}
+    assert set(four_bit) == q4_names and model.has_q4
+    for name, weight in four_bit.items():  # the 4-bit values give exactly the same weights
+        torch.testing.assert_close(weight.dequantize(), streamed[name], rtol=0, atol=0)
+    assert model.quantized == {gguf_to_hf(n) for n, (_, t) in tensors.items() if t not in FLOATS}
 
 
 @pytest.mark.parametrize("qtype", [Q.Q2_K, Q.IQ4_NL])
