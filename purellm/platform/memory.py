@@ -39,8 +39,16 @@ class Fit:
     message: str
 
 
-def weight_bytes(model: ModelFacts, dtype: str) -> int:
-    return model.params * DTYPE_BYTES[dtype]
+def weight_bytes(model: ModelFacts, dtype: str, device: str = "cuda") -> int:
+    """The dense weights in `dtype`; on the CPU a quantized GGUF also keeps its quantized twins
+    for small steps (`quantization="gguf"`), about the size of the file."""
+    dense = model.params * DTYPE_BYTES[dtype]
+    return dense + model.file_bytes if device == "cpu" and is_quantized_gguf(model) else dense
+
+
+def is_quantized_gguf(model: ModelFacts) -> bool:
+    kind = model.stored_as.removeprefix("GGUF ")
+    return model.stored_as.startswith("GGUF") and kind not in ("F32", "F16", "BF16", "GGUF")
 
 
 def kv_bytes_per_token(model: ModelFacts, dtype: str) -> int:
@@ -57,7 +65,7 @@ def gpu_memory(
 def fit_model(
     model: ModelFacts, dtype: str, memory: DeviceMemory, kv_cache_memory: int | None = None
 ) -> Fit:
-    weights = weight_bytes(model, dtype)
+    weights = weight_bytes(model, dtype, memory.device)
     per_token = max(1, kv_bytes_per_token(model, dtype))
     room = memory.available - weights
     default = KV_CACHE_CPU_DEFAULT_BYTES if memory.device == "cpu" else room

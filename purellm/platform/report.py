@@ -197,7 +197,7 @@ def _fit_section(
         "facts": data,
         "dtype": verdict.dtype,
         "dtype_bytes": DTYPE_BYTES[verdict.dtype],
-        "weight_bytes": weight_bytes(model, verdict.dtype),
+        "weight_bytes": weight_bytes(model, verdict.dtype, memory.device),
         "kv_bytes_per_token": kv_bytes_per_token(model, verdict.dtype),
         "device": memory.device,
         "memory_available": memory.available,

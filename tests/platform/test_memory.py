@@ -72,3 +72,11 @@ def test_default_gguf_facts_without_loading_weights():
     assert model.architecture == "llama" and model.num_layers == 30
     assert 134e6 < model.params < 136e6
     assert model.stored_as.startswith("GGUF ")
+
+
+def test_a_quantized_gguf_on_the_cpu_counts_its_quantized_twins():
+    model = read_model_facts(None)  # Q4_1: dense weights plus the 4-bit ones for small steps
+    ram = DeviceMemory("cpu", "RAM", 64 * GIB, 48 * GIB)
+    fit = fit_model(model, "bfloat16", ram)
+    assert fit.weight_bytes == model.params * 2 + model.file_bytes
+    assert fit_model(model, "float16", MI50_MEMORY).weight_bytes == model.params * 2
