@@ -83,9 +83,12 @@ def fit_model(
 def _fit_message(
     model: ModelFacts, dtype: str, memory: DeviceMemory, weights: int, tokens: int, full: int
 ) -> str:
+    twins = (
+        " with its quantized twins" if memory.device == "cpu" and is_quantized_gguf(model) else ""
+    )
     return (
         f"{model.name} fits {memory.device} ({memory.label}): weights {weights / GB:.2f} GB in "
-        f"{dtype}, KV cache {tokens} tokens = {full} full-length sequence(s) of "
+        f"{dtype}{twins}, KV cache {tokens} tokens = {full} full-length sequence(s) of "
         f"{model.context_length} tokens"
     )
 
