@@ -5,6 +5,7 @@ with the ratios. Not a test.
     python bench/throughput.py                       # the default model, dtype auto
     python bench/throughput.py --model DIR --num-requests 128 --dtype float32
     python bench/throughput.py --llama-bench /path/to/llama-bench   # README of BENCHMARKS.md
+    python bench/throughput.py --skip-hf --depth 8000 --llama-bench ...   # long-context decode
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-hf", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-tokens", type=int, default=512, help="the single-prompt test")
+    p.add_argument(
+        "--depth", type=int, default=0, help="also decode after a context of this many tokens"
+    )
     p.add_argument("--llama-bench", metavar="BIN", help="llama.cpp's llama-bench binary")
     return p.parse_args()
 
@@ -79,13 +83,35 @@ def bench_prompt(llm: LLM, tokens: int, vocab: int, runs: int = 3) -> float:
     return max(speeds[1:])
 
 
-def bench_llama_cpp(binary: str, gguf: Path, prompt: int, gen: int) -> dict[str, float]:
-    """llama-bench's averages for a `prompt`-token prompt and `gen` decoded tokens."""
-    command = [binary, "-m", str(gguf), "-p", str(prompt), "-n", str(gen)]
-    command += ["-t", str(torch.get_num_threads()), "-r", "3", "-o", "json"]
-    rows = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+def bench_depth(llm: LLM, depth: int, vocab: int, gen: int = 64) -> float:
+    """Decode tokens/s after a `depth`-token context already in the prefix cache (an editor
+    agent's long conversation): a request for gen + 1 tokens minus one for a single token."""
+    rng = random.Random(2)
+    prompt = {"prompt_token_ids": [rng.randrange(100, vocab - 100) for _ in range(depth)]}
+
+    def timed(tokens: int) -> float:
+        start = time.perf_counter()
+        llm.generate(prompt, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+        return time.perf_counter() - start
+
+    timed(1)  # fills the prefix cache
+    return gen / (timed(gen + 1) - timed(1))
+
+
+def bench_llama_cpp(binary: str, gguf: Path, args) -> dict[str, float]:
+    """llama-bench's averages for the same prompt, batch-1 and (with --depth) deep decode."""
+    rows = _llama_bench(binary, gguf, "-p", args.prompt_tokens, "-n", args.batch1_tokens, "-r", 3)
     speeds = {"prompt" if row["n_prompt"] else "batch1": row["avg_ts"] for row in rows}
+    if args.depth:
+        rows = _llama_bench(binary, gguf, "-p", 0, "-n", 64, "-d", args.depth, "-r", 1)
+        speeds["depth"] = rows[0]["avg_ts"]
     return speeds
+
+
+def _llama_bench(binary: str, gguf: Path, *flags) -> list[dict]:
+    command = [binary, "-m", str(gguf), "-t", str(torch.get_num_threads()), "-o", "json"]
+    command += [str(flag) for flag in flags]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
 
 def hf_model(llm: LLM):
@@ -137,6 +163,8 @@ def main() -> None:
     dtype = str(llm.engine.runner.dtype).removeprefix("torch.")
     ours = bench_purellm(llm, work, args.batch1_tokens)
     ours["prompt"] = bench_prompt(llm, args.prompt_tokens, llm.engine.runner.vocab_size)
+    if args.depth:
+        ours["depth"] = bench_depth(llm, args.depth, llm.engine.runner.vocab_size)
     results = {"purellm": ours}
     if not args.skip_hf:
         model = hf_model(llm)
@@ -145,9 +173,7 @@ def main() -> None:
         results["transformers"] = {"throughput": best, "batch1": batch1}
     if args.llama_bench:
         gguf = Path(args.model) if args.model else default_model_path()
-        results["llama.cpp"] = bench_llama_cpp(
-            args.llama_bench, gguf, args.prompt_tokens, args.batch1_tokens
-        )
+        results["llama.cpp"] = bench_llama_cpp(args.llama_bench, gguf, args)
     print_table(args, llm, dtype, results)
 
 
@@ -157,6 +183,8 @@ def print_table(args, llm: LLM, dtype: str, results: dict[str, dict[str, float]]
         "batch1": f"batch-1 decode, {args.batch1_tokens} tokens",
         "prompt": f"one {args.prompt_tokens}-token prompt",
     }
+    if args.depth:
+        works["depth"] = f"batch-1 decode, 64 tokens after {args.depth} of context"
     quant = llm.engine.runner.quantization
     print(
         f"\nmodel {llm.engine.files.name}, dtype {dtype}, quantization {quant}, "
