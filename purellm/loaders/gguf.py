@@ -65,7 +65,6 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
     tensors = {tensor.name: tensor for tensor in header.tensors}
     config = build_config(meta, tensors)
     plan = _plan(tensors, meta["general.architecture"], config)
-    has_q4 = any(tensors[gguf_name].tensor_type in Q4_TYPES for _, gguf_name, _ in plan)
     quantized = frozenset(
         name
         for name, gguf_name, _ in plan
@@ -78,7 +77,6 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
         tokenizer=_tokenizer(path, meta),
         weights=functools.partial(_stream, path, plan),
         generation_config=_generation_config(meta),
-        has_q4=has_q4,
         quantized=quantized,
     )
 

@@ -29,8 +29,7 @@ class ModelFiles:
     weights: Callable[..., WeightStream]
     generation_config: dict[str, Any] = field(default_factory=dict)
     """generation_config.json contents (eos_token_id, temperature, top_p, ...), or {}."""
-    has_q4: bool = False
-    """A GGUF with Q4_0/Q4_1/Q4_K matrices: `weights(keep_q4=True)` then yields each of them as a
-    Q4Weight (its exact 4-bit values, `.dequantize()` for the float tensor)."""
     quantized: frozenset[str] = frozenset()
-    """Names of the matrices the checkpoint stores quantized (a GGUF's Q4_0, Q8_0, K-quants...)."""
+    """Names of the matrices the checkpoint stores quantized (a GGUF's Q4_0, Q8_0, K-quants...).
+    A GGUF's `weights(keep_q4=True)` yields its Q4_0/Q4_1/Q4_K ones as Q4Weight (their exact
+    4-bit values, `.dequantize()` for the float tensor)."""

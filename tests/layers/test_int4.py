@@ -16,7 +16,7 @@ from purellm import LLM, SamplingParams
 from purellm.layers.quantization import SMALL_BATCH, Int4Linear, Int8Linear
 from purellm.loaders.gguf_quants import read_q4
 from purellm.runner.model_runner import _quantization
-from tests.loaders.test_gguf import LLAMA_META, VOCAB, f32, hf_to_gguf, write_gguf
+from tests.loaders.test_gguf import LLAMA_META, f32, hf_to_gguf, tiny_hf_model, write_gguf
 
 
 def _q4_linear(
@@ -64,27 +64,9 @@ def test_auto_quantization(dtype, dtype_auto, expected):
         _quantization("gguf", cpu, dtype, dense, dtype_auto)
 
 
-def _tiny_llama() -> dict:
-    import transformers
-
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    return hf_to_gguf(transformers.AutoModelForCausalLM.from_config(config), "llama")
-
-
 def _quantized_gguf(path, qtype_of) -> str:
     """The tiny Llama with each matrix but the embedding stored as `qtype_of(gguf_name)`."""
-    tensors = _tiny_llama()
+    tensors = hf_to_gguf(tiny_hf_model("llama", tied=True), "llama")
     for name, (array, _) in tensors.items():
         if array.ndim == 2 and "token_embd" not in name:
             qtype = qtype_of(name)
