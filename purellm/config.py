@@ -30,8 +30,9 @@ class EngineConfig:
     quantization: str | None = None
     """None (auto: 'gguf' where it applies, else dense), 'none' (dense weights), 'gguf' (the
     dense weights plus, for small steps, a quantized GGUF's own Q4_0/Q4_1/Q4_K blocks as int4
-    linears and int8 twins of its other quantized matrices; CPU only), or 'int8' (weight-only
-    int8 linears in place of the dense ones, per-channel scales, quantized at load)."""
+    linears and int8 twins of its other quantized matrices, the LM head and a tied embedding
+    in int8 only; CPU only), or 'int8' (weight-only int8 linears in place of the dense ones,
+    per-channel scales, quantized at load)."""
     attention_backend: str = "auto"
     """'sdpa' (scaled_dot_product_attention with explicit masks), 'matmul' (matmul + softmax,
     the reference), 'hybrid' (sdpa for prompt chunks, matmul for decodes), or 'auto': matmul on

@@ -41,9 +41,11 @@ class Fit:
 
 def weight_bytes(model: ModelFacts, dtype: str, device: str = "cuda") -> int:
     """The dense weights in `dtype`; on the CPU a quantized GGUF also keeps its quantized twins
-    for small steps (`quantization="gguf"`), about the size of the file."""
-    dense = model.params * DTYPE_BYTES[dtype]
-    return dense + model.file_bytes if device == "cpu" and is_quantized_gguf(model) else dense
+    for small steps (`quantization="gguf"`), about the size of the file, and its LM head only
+    in int8."""
+    if device == "cpu" and is_quantized_gguf(model):
+        return (model.params - model.head_params) * DTYPE_BYTES[dtype] + model.file_bytes
+    return model.params * DTYPE_BYTES[dtype]
 
 
 def is_quantized_gguf(model: ModelFacts) -> bool:

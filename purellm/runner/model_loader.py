@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from purellm.layers.linear import MergedLinear
-from purellm.layers.quantization import Int4Linear, Int8Linear, replace_module
+from purellm.layers.quantization import Int4Linear, Int8Linear, quantize_lm_head, replace_module
 from purellm.loaders.gguf_quants import Q4Weight
 from purellm.loaders.model_files import ModelFiles
 from purellm.models.registry import model_class
@@ -80,7 +80,7 @@ class QuantizedTwins:
     """Builds an Int4Linear for each linear as soon as the 4-bit weights of all its shards have
     streamed by (Q4_0/Q4_1/Q4_K). `finish` puts them in place once the dense weights are loaded,
     gives every other linear with a quantized shard (Q8_0, K-quants) an Int8Linear twin, and
-    the LM head one too."""
+    makes the LM head (and a tied embedding) int8 only."""
 
     def __init__(self, model: nn.Module, quantized: frozenset[str]):
         self.model = model
@@ -114,8 +114,7 @@ class QuantizedTwins:
         for module_name in int8:
             linear = self.model.get_submodule(module_name)
             replace_module(self.model, module_name, Int8Linear.from_linear(linear, keep_dense=True))
-        lm_head = Int8Linear.from_linear(self.model.lm_head, keep_dense=True)
-        replace_module(self.model, "lm_head", lm_head)
+        quantize_lm_head(self.model)
         return len(self.packed), len(int8)
 
 

@@ -13,7 +13,7 @@ from gguf.quants import quantize
 from torch import nn
 
 from purellm import LLM, SamplingParams
-from purellm.layers.quantization import SMALL_BATCH, Int4Linear, Int8Linear
+from purellm.layers.quantization import SMALL_BATCH, Int4Linear, Int8Embedding, Int8Linear
 from purellm.loaders.gguf_quants import read_q4
 from purellm.runner.model_runner import _quantization
 from tests.loaders.test_gguf import LLAMA_META, f32, hf_to_gguf, tiny_hf_model, write_gguf
@@ -90,7 +90,8 @@ def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
         x = torch.randn(1, layer.weight.shape[1], dtype=torch.bfloat16)
         expected = nn.functional.linear(x, layer.weight).float()
         assert (layer(x).float() - expected).norm() / expected.norm() < 0.02
-    assert isinstance(runner.model.lm_head, Int8Linear)
+    assert isinstance(runner.model.lm_head, Int8Linear) and runner.model.lm_head.dense is None
+    assert isinstance(runner.model.model.embed_tokens, Int8Embedding)  # tied: one int8 matrix
     alone = [auto.generate(p, params)[0].outputs[0].token_ids for p in prompts]  # int4 kernel
     assert all(len(ids) == 6 for ids in alone)
     dense = LLM(str(path), dtype="bfloat16", quantization="none", **options)
