@@ -30,7 +30,7 @@ class EngineConfig:
     quantization: str | None = None
     """None (auto: 'gguf' where it applies, else dense), 'none' (dense weights), 'gguf' (the
     dense weights plus, for small steps, a quantized GGUF's own Q4_0/Q4_1/Q4_K blocks as int4
-    linears and int8 twins of its other quantized matrices, the LM head and a tied embedding
+    linears and int8 twins of its other quantized matrices, a quantized LM head or embedding
     in int8 only; CPU only), or 'int8' (weight-only int8 linears in place of the dense ones,
     per-channel scales, quantized at load)."""
     attention_backend: str = "auto"

@@ -5,11 +5,13 @@ sequences is bound by reading the weights.
   32 inputs) through torch's CPU int4 GEMV for up to SMALL_BATCH rows; the dense weight, kept
   beside it, for larger steps, where the dense matmul is faster.
 - `Int8Linear`: per-output-channel int8, quantized at load. With `keep_dense` (the other
-  quantized matrices of a GGUF) it is used up to SMALL_BATCH rows like the above; without (a
-  GGUF's LM head, and every linear under `quantization="int8"`) it replaces the dense weight,
-  dequantized QUANTIZE_ROWS rows at a time for larger steps.
-- `Int8Embedding`: a tied embedding in int8 with Q8_0's scales per 32 values, so that no dense
-  vocabulary matrix is kept beside the int8 LM head (SmolLM2: 30 MB instead of 57 MB in bf16).
+  quantized matrices of a GGUF, and an LM head it stores in float) it is used up to
+  SMALL_BATCH rows like the above; without (a GGUF's LM head stored quantized, and every
+  linear under `quantization="int8"`) it replaces the dense weight, converted QUANTIZE_ROWS
+  rows at a time for larger steps.
+- `Int8Embedding`: an embedding in int8 with Q8_0's scales per 32 values, for a GGUF's
+  embedding stored quantized (and a tied one under "int8"), so that no dense vocabulary matrix
+  is kept beside the int8 LM head (SmolLM2: 30 MB instead of 57 MB in bf16).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class Int8Linear(nn.Module):
 
 
 class Int8Embedding(nn.Module):
-    """A tied embedding kept as int8 with a float16 scale per GROUP values, the layout of
+    """An embedding kept as int8 with a float16 scale per GROUP values, the layout of
     GGUF's Q8_0: an embedding stored in Q8_0 (SmolLM2's) reads back bit-exact in float32 and
     within one bf16 step in bf16 (exact for SmolLM2's); others get scales ~18x finer than the
     LM head's per row. 1.06 bytes per weight against 2 in bf16."""
@@ -159,10 +161,17 @@ def quantize_linears(model: nn.Module) -> int:
     return len(targets)
 
 
-def quantize_lm_head(model: nn.Module) -> None:
-    """The LM head as an int8-only Int8Linear, and a tied embedding as an Int8Embedding."""
-    replace_module(model, "lm_head", Int8Linear.from_linear(model.lm_head))
-    quantize_tied_embedding(model)
+def quantize_vocabulary(
+    model: nn.Module, head_stored_quantized: bool, embedding_stored_quantized: bool
+) -> None:
+    """A GGUF's vocabulary matrices: the LM head gets an Int8Linear, int8 only where the file
+    stored it quantized (a tied one: the embedding), else beside its dense weight; an input
+    embedding the file stored quantized becomes an Int8Embedding, tied or not."""
+    head = Int8Linear.from_linear(model.lm_head, keep_dense=not head_stored_quantized)
+    replace_module(model, "lm_head", head)
+    weight = model.model.embed_tokens.weight
+    if embedding_stored_quantized and weight.shape[1] % GROUP == 0:
+        model.model.embed_tokens = Int8Embedding(weight)
 
 
 def quantize_tied_embedding(model: nn.Module) -> None:

@@ -30,7 +30,8 @@ class ModelFacts:
     checkpoint_dtype: str | None = None
     """The half type the checkpoint was saved in (float16, bfloat16), else None."""
     head_params: int = 0
-    """The LM head's parameters (the tied embedding's, if tied); known for GGUF files."""
+    """The LM head's parameters (the tied embedding's, if tied) where a GGUF stores it quantized
+    (kept in int8 only on the CPU), else 0."""
 
 
 def read_model_facts(model: str | None) -> ModelFacts:
@@ -51,7 +52,12 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
     heads = int(meta.get(f"{arch}.attention.head_count", 1))
     hidden = int(meta.get(f"{arch}.embedding_length", 0))
     types = [t.tensor_type.name for t in reader.tensors]
-    sizes = {t.name: int(t.n_elements) for t in reader.tensors}
+    floats = ("F32", "F16", "BF16")
+    quantized = {
+        t.name: int(t.n_elements) for t in reader.tensors if t.tensor_type.name not in floats
+    }
+    names = {t.name for t in reader.tensors}
+    head = "output.weight" if "output.weight" in names else "token_embd.weight"  # tied: one
     return ModelFacts(
         name=name,
         source=f"GGUF file {path}",
@@ -63,7 +69,7 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
         context_length=int(meta.get(f"{arch}.context_length", 0)),
         stored_as=f"GGUF {max(set(types), key=types.count)}" if types else "GGUF",
         file_bytes=path.stat().st_size,
-        head_params=sizes.get("output.weight", sizes.get("token_embd.weight", 0)),
+        head_params=quantized.get(head, 0),
     )
 
 

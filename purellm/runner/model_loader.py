@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from purellm.layers.linear import MergedLinear
-from purellm.layers.quantization import Int4Linear, Int8Linear, quantize_lm_head, replace_module
+from purellm.layers.quantization import Int4Linear, Int8Linear, quantize_vocabulary, replace_module
 from purellm.loaders.gguf_quants import Q4Weight
 from purellm.loaders.model_files import ModelFiles
 from purellm.models.registry import model_class
@@ -80,7 +80,7 @@ class QuantizedTwins:
     """Builds an Int4Linear for each linear as soon as the 4-bit weights of all its shards have
     streamed by (Q4_0/Q4_1/Q4_K). `finish` puts them in place once the dense weights are loaded,
     gives every other linear with a quantized shard (Q8_0, K-quants) an Int8Linear twin, and
-    makes the LM head (and a tied embedding) int8 only."""
+    the LM head one too; a vocabulary matrix the file stores quantized is kept in int8 only."""
 
     def __init__(self, model: nn.Module, quantized: frozenset[str]):
         self.model = model
@@ -114,7 +114,10 @@ class QuantizedTwins:
         for module_name in int8:
             linear = self.model.get_submodule(module_name)
             replace_module(self.model, module_name, Int8Linear.from_linear(linear, keep_dense=True))
-        quantize_lm_head(self.model)
+        embedding = "model.embed_tokens" in self.quantized_modules
+        tied = getattr(self.model, "tie_word_embeddings", False)
+        head = embedding if tied else "lm_head" in self.quantized_modules
+        quantize_vocabulary(self.model, head, embedding)
         return len(self.packed), len(int8)
 
 

@@ -64,12 +64,13 @@ def test_auto_quantization(dtype, dtype_auto, expected):
         _quantization("gguf", cpu, dtype, dense, dtype_auto)
 
 
-def _quantized_gguf(path, qtype_of) -> str:
-    """The tiny Llama with each matrix but the embedding stored as `qtype_of(gguf_name)`."""
-    tensors = hf_to_gguf(tiny_hf_model("llama", tied=True), "llama")
+def _quantized_gguf(path, qtype_of, tied=True, embedding: Q | None = None) -> str:
+    """The tiny Llama with each matrix stored as `qtype_of(gguf_name)`, the embedding as
+    `embedding` (default: float)."""
+    tensors = hf_to_gguf(tiny_hf_model("llama", tied=tied), "llama")
     for name, (array, _) in tensors.items():
-        if array.ndim == 2 and "token_embd" not in name:
-            qtype = qtype_of(name)
+        qtype = embedding if "token_embd" in name else qtype_of(name)
+        if array.ndim == 2 and qtype is not None:
             tensors[name] = (quantize(array, qtype), qtype)
     tensors["output_norm.weight"] = f32(np.ones(64))
     return str(write_gguf(path, "llama", LLAMA_META, tensors))
@@ -90,8 +91,8 @@ def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
         x = torch.randn(1, layer.weight.shape[1], dtype=torch.bfloat16)
         expected = nn.functional.linear(x, layer.weight).float()
         assert (layer(x).float() - expected).norm() / expected.norm() < 0.02
-    assert isinstance(runner.model.lm_head, Int8Linear) and runner.model.lm_head.dense is None
-    assert isinstance(runner.model.model.embed_tokens, Int8Embedding)  # tied: one int8 matrix
+    assert isinstance(runner.model.lm_head, Int8Linear)
+    assert runner.model.lm_head.dense is not None  # the file keeps the tied matrix in float
     alone = [auto.generate(p, params)[0].outputs[0].token_ids for p in prompts]  # int4 kernel
     assert all(len(ids) == 6 for ids in alone)
     dense = LLM(str(path), dtype="bfloat16", quantization="none", **options)
@@ -101,6 +102,24 @@ def test_gguf_is_the_default_for_a_q4_gguf_in_bfloat16(tmp_path):
     fp32 = LLM(str(path), dtype="float32", quantization="gguf", **options)
     assert fp32.engine.runner.model.lm_head.scales.dtype == torch.bfloat16  # the kernel's dtype
     assert all(len(o.outputs[0].token_ids) == 6 for o in fp32.generate(prompts, params))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_quantized_vocabulary_is_kept_in_int8_only(tmp_path, tied):
+    """A Q8_0 embedding (and LM head) keeps no dense copy; the first token still matches."""
+    path = _quantized_gguf(tmp_path / "v.gguf", lambda name: Q.Q8_0, tied, embedding=Q.Q8_0)
+    options = dict(device="cpu", kv_cache_memory=1 << 20, dtype="bfloat16")
+    llm = LLM(path, **options)
+    model = llm.engine.runner.model
+    assert isinstance(model.model.embed_tokens, Int8Embedding)
+    assert isinstance(model.lm_head, Int8Linear) and model.lm_head.dense is None
+    vocab = model.config.vocab_size
+    assert not [p for p in model.parameters() if p.shape[0] == vocab]  # no dense vocabulary
+    prompts = [{"prompt_token_ids": [5, 70, 200, 9]}, {"prompt_token_ids": [1, 2, 3]}] * 3
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    dense = LLM(path, quantization="none", **options).generate(prompts, params)  # large steps
+    got = llm.generate(prompts, params)
+    assert [o.outputs[0].token_ids[0] for o in got] == [o.outputs[0].token_ids[0] for o in dense]
 
 
 def test_other_quantized_matrices_get_int8_twins(tmp_path):
