@@ -157,7 +157,8 @@ def quantize_linears(model: nn.Module) -> int:
     targets = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in targets:
         replace_module(model, name, Int8Linear.from_linear(linear))
-    quantize_tied_embedding(model)
+    if getattr(model, "tie_word_embeddings", False):
+        quantize_embedding(model)
     return len(targets)
 
 
@@ -169,18 +170,16 @@ def quantize_vocabulary(
     embedding the file stored quantized becomes an Int8Embedding, tied or not."""
     head = Int8Linear.from_linear(model.lm_head, keep_dense=not head_stored_quantized)
     replace_module(model, "lm_head", head)
+    if embedding_stored_quantized:
+        quantize_embedding(model)
+
+
+def quantize_embedding(model: nn.Module) -> None:
+    """The input embedding as an Int8Embedding; one whose width is not a multiple of GROUP
+    stays dense."""
     weight = model.model.embed_tokens.weight
-    if embedding_stored_quantized and weight.shape[1] % GROUP == 0:
+    if weight.shape[1] % GROUP == 0:
         model.model.embed_tokens = Int8Embedding(weight)
-
-
-def quantize_tied_embedding(model: nn.Module) -> None:
-    """A tied embedding becomes an Int8Embedding, so no dense vocabulary matrix is left (one
-    whose width is not a multiple of GROUP stays dense)."""
-    if getattr(model, "tie_word_embeddings", False):
-        weight = model.model.embed_tokens.weight
-        if weight.shape[1] % GROUP == 0:
-            model.model.embed_tokens = Int8Embedding(weight)
 
 
 def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
