@@ -10,17 +10,15 @@ token cost comes on top, so this bounds its batch-1 ratio to llama.cpp from abov
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from throughput import llama_bench
 
+from purellm.layers.quantization import GROUP
 from purellm.loaders.gguf_header import GGUFHeader
 from purellm.loaders.resolve import default_model_path
-
-GROUP = 32
 
 
 def parse_args() -> argparse.Namespace:
@@ -106,13 +104,6 @@ def _median_ms(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2] * 1e3
 
 
-def llama_cpp_tokens_per_s(binary: str, gguf: Path, tokens: int) -> float:
-    command = [binary, "-m", str(gguf), "-t", str(torch.get_num_threads()), "-o", "json"]
-    command += ["-p", "0", "-n", str(tokens), "-r", "3"]
-    rows = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-    return rows[0]["avg_ts"]
-
-
 def main() -> None:
     args = parse_args()
     gguf = args.model or default_model_path()
@@ -129,7 +120,8 @@ def main() -> None:
     floor = token_ms + others
     print(f"{'floor of an eager purellm token':58s} {floor:9.2f} {1e3 / floor:8.1f}")
     if args.llama_bench:
-        speed = llama_cpp_tokens_per_s(args.llama_bench, gguf, args.tokens)
+        flags = ("-p", 0, "-n", args.tokens, "-r", 3)
+        speed = llama_bench(args.llama_bench, gguf, *flags)[0]["avg_ts"]
         print(f"{'llama.cpp, the whole token (llama-bench)':58s} {1e3 / speed:9.2f} {speed:8.1f}")
         share = token_ms * speed / 1e3
         ratio = 1e3 / floor / speed

@@ -100,15 +100,15 @@ def bench_depth(llm: LLM, depth: int, vocab: int, gen: int = 64) -> float:
 
 def bench_llama_cpp(binary: str, gguf: Path, args) -> dict[str, float]:
     """llama-bench's averages for the same prompt, batch-1 and (with --depth) deep decode."""
-    rows = _llama_bench(binary, gguf, "-p", args.prompt_tokens, "-n", args.batch1_tokens, "-r", 3)
+    rows = llama_bench(binary, gguf, "-p", args.prompt_tokens, "-n", args.batch1_tokens, "-r", 3)
     speeds = {"prompt" if row["n_prompt"] else "batch1": row["avg_ts"] for row in rows}
     if args.depth:
-        rows = _llama_bench(binary, gguf, "-p", 0, "-n", 64, "-d", args.depth, "-r", 1)
+        rows = llama_bench(binary, gguf, "-p", 0, "-n", 64, "-d", args.depth, "-r", 1)
         speeds["depth"] = rows[0]["avg_ts"]
     return speeds
 
 
-def _llama_bench(binary: str, gguf: Path, *flags) -> list[dict]:
+def llama_bench(binary: str, gguf: Path, *flags) -> list[dict]:
     command = [binary, "-m", str(gguf), "-t", str(torch.get_num_threads()), "-o", "json"]
     command += [str(flag) for flag in flags]
     return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)

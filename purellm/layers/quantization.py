@@ -78,20 +78,10 @@ class Int8Linear(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear, keep_dense: bool = False) -> Int8Linear:
-        """Quantized QUANTIZE_ROWS rows at a time: a float32 copy of a whole LM head would be
-        hundreds of MB of peak memory."""
-        rows = linear.weight.shape[0]
-        device = linear.weight.device
-        quantized = torch.empty(linear.weight.shape, dtype=torch.int8, device=device)
-        scales = torch.empty(rows, dtype=torch.float32, device=device)
-        for start in range(0, rows, QUANTIZE_ROWS):
-            part = linear.weight[start : start + QUANTIZE_ROWS].to(torch.float32, copy=True)
-            part_scales = part.abs().amax(dim=1).clamp(min=1e-8) / 127
-            part.div_(part_scales[:, None]).round_().clamp_(-127, 127)
-            quantized[start : start + QUANTIZE_ROWS] = part
-            scales[start : start + QUANTIZE_ROWS] = part_scales
+        width = linear.weight.shape[1]
+        quantized, scales = _quantize_int8(linear.weight, width, _kernel_dtype(linear.weight))
         dense = linear.weight if keep_dense else None
-        layer = cls(quantized, scales.to(_kernel_dtype(linear.weight)), linear.bias, dense)
+        layer = cls(quantized, scales.view(-1), linear.bias, dense)  # scales [out]
         if hasattr(linear, "output_sizes"):
             layer.output_sizes = linear.output_sizes
         return layer
@@ -123,29 +113,41 @@ class Int8Linear(nn.Module):
 class Int8Embedding(nn.Module):
     """An embedding kept as int8 with a float16 scale per GROUP values, the layout of
     GGUF's Q8_0: an embedding stored in Q8_0 (SmolLM2's) reads back bit-exact in float32 and
-    within one bf16 step in bf16 (exact for SmolLM2's); others get scales ~18x finer than the
-    LM head's per row. 1.06 bytes per weight against 2 in bf16."""
+    within one bf16 step in bf16 (exact for SmolLM2's); others get a scale per 32 values
+    rather than the LM head's one per row. 1.06 bytes per weight against 2 in bf16."""
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         self.dtype = weight.dtype
-        rows, width = weight.shape
-        q = torch.empty(rows, width, dtype=torch.int8, device=weight.device)
-        scales = torch.empty(rows, width // GROUP, 1, dtype=torch.float16, device=weight.device)
-        for start in range(0, rows, QUANTIZE_ROWS):
-            part = weight[start : start + QUANTIZE_ROWS].float()  # a copy unless float32
-            groups = part.view(len(part), -1, GROUP)  # [rows, width / GROUP, GROUP]
-            part_scales = (groups.abs().amax(-1, keepdim=True) / 127).to(torch.float16)
-            divisor = part_scales.float().clamp(min=1e-12)
-            q[start : start + QUANTIZE_ROWS] = (groups / divisor).round().view_as(part)
-            scales[start : start + QUANTIZE_ROWS] = part_scales
+        q, scales = _quantize_int8(weight, GROUP, torch.float16)
         self.register_buffer("q", q)  # [vocab, hidden]
-        self.register_buffer("scales", scales)  # [vocab, hidden / GROUP, 1]
+        self.register_buffer("scales", scales[..., None])  # [vocab, hidden / GROUP, 1]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         groups = self.q[input_ids].view(len(input_ids), -1, GROUP)  # [T, hidden / G, G]
         rows = groups.float() * self.scales[input_ids].float()
         return rows.view(len(input_ids), -1).to(self.dtype)  # [T, hidden]
+
+
+@torch.no_grad()
+def _quantize_int8(
+    weight: torch.Tensor, group: int, scale_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 [rows, width], scales [rows, width / group] in `scale_dtype`): symmetric, one scale
+    per `group` values of a row (a Q8_0 matrix with float16 scales comes back exactly).
+    QUANTIZE_ROWS rows at a time: a float32 copy of a whole LM head would be hundreds of MB of
+    peak memory."""
+    rows, width = weight.shape
+    q = torch.empty(rows, width, dtype=torch.int8, device=weight.device)
+    scales = torch.empty(rows, width // group, dtype=scale_dtype, device=weight.device)
+    for start in range(0, rows, QUANTIZE_ROWS):
+        part = weight[start : start + QUANTIZE_ROWS].to(torch.float32, copy=True)
+        groups = part.view(len(part), -1, group)  # [rows, width / group, group]
+        part_scales = groups.abs().amax(-1) / 127  # [rows, width / group]
+        groups.div_(part_scales.clamp(min=1e-12)[..., None]).round_().clamp_(-127, 127)
+        q[start : start + QUANTIZE_ROWS] = part
+        scales[start : start + QUANTIZE_ROWS] = part_scales
+    return q, scales
 
 
 def _kernel_dtype(weight: torch.Tensor) -> torch.dtype:

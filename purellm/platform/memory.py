@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from purellm.platform.modelinfo import ModelFacts
+from purellm.platform.modelinfo import GGUF_FLOAT_TYPES, ModelFacts
 
 KV_CACHE_CPU_DEFAULT_BYTES = 2 << 30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -50,7 +50,7 @@ def weight_bytes(model: ModelFacts, dtype: str, device: str = "cuda") -> int:
 
 def is_quantized_gguf(model: ModelFacts) -> bool:
     kind = model.stored_as.removeprefix("GGUF ")
-    return model.stored_as.startswith("GGUF") and kind not in ("F32", "F16", "BF16", "GGUF")
+    return model.stored_as.startswith("GGUF") and kind not in (*GGUF_FLOAT_TYPES, "GGUF")
 
 
 def kv_bytes_per_token(model: ModelFacts, dtype: str) -> int:

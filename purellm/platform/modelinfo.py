@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+GGUF_FLOAT_TYPES = ("F32", "F16", "BF16")
+"""GGUF tensor types that are not quantized."""
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -52,12 +55,9 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
     heads = int(meta.get(f"{arch}.attention.head_count", 1))
     hidden = int(meta.get(f"{arch}.embedding_length", 0))
     types = [t.tensor_type.name for t in reader.tensors]
-    floats = ("F32", "F16", "BF16")
-    quantized = {
-        t.name: int(t.n_elements) for t in reader.tensors if t.tensor_type.name not in floats
-    }
-    names = {t.name for t in reader.tensors}
-    head = "output.weight" if "output.weight" in names else "token_embd.weight"  # tied: one
+    by_name = {t.name: t for t in reader.tensors}
+    head = by_name.get("output.weight") or by_name.get("token_embd.weight")  # tied: the one
+    head_quantized = head is not None and head.tensor_type.name not in GGUF_FLOAT_TYPES
     return ModelFacts(
         name=name,
         source=f"GGUF file {path}",
@@ -69,7 +69,7 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
         context_length=int(meta.get(f"{arch}.context_length", 0)),
         stored_as=f"GGUF {max(set(types), key=types.count)}" if types else "GGUF",
         file_bytes=path.stat().st_size,
-        head_params=quantized.get(head, 0),
+        head_params=int(head.n_elements) if head_quantized else 0,
     )
 
 
