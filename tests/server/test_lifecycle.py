@@ -44,9 +44,9 @@ def test_disconnect_mid_stream_aborts_the_request(server):
 
 
 def test_disconnect_during_non_streaming_request_aborts_it(server):
-    body = {**LONG, "stream": False}
+    body = {**LONG, "stream": False, "n": 4}  # ~1 s of decoding: the client leaves long before
     with pytest.raises(httpx.TimeoutException):
-        server.post("/v1/chat/completions", body, timeout=0.3)
+        server.post("/v1/chat/completions", body, timeout=0.1)
     metrics = _wait_idle(server)
     assert metrics["purellm:num_requests_running"] == 0
     assert metrics["purellm:kv_cache_usage_perc"] == 0
