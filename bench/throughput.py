@@ -27,7 +27,11 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--quantization", default=None, choices=[None, "none", "gguf", "int8"])
+    p.add_argument(
+        "--quantization",
+        default=None,
+        choices=[None, "none", "gguf", "awq", "gptq", "compressed-tensors", "int8"],
+    )
     p.add_argument("--num-requests", type=int, default=64)
     p.add_argument("--prompt-len", type=int, nargs=2, default=(32, 256), metavar=("MIN", "MAX"))
     p.add_argument("--output-len", type=int, nargs=2, default=(32, 128), metavar=("MIN", "MAX"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-QUANTIZATIONS = (None, "none", "gguf", "int8")
+from purellm.layers.quant.config import METHODS
+
+QUANTIZATIONS = (None, *METHODS)
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,14 @@ class EngineConfig:
     chat_template: str | None = None
     """A Jinja template (text or a file path) that overrides the model's."""
     quantization: str | None = None
-    """None (auto: 'gguf' where it applies, else dense), 'none' (dense weights), 'gguf' (the
-    dense weights plus, for small steps, a quantized GGUF's own Q4_0/Q4_1/Q4_K blocks as int4
-    linears and int8 twins of its other quantized matrices, a quantized LM head or embedding
-    in int8 only; CPU only), or 'int8' (weight-only int8 linears in place of the dense ones,
-    per-channel scales, quantized at load)."""
+    """None: the checkpoint's own (a GGUF's block types, or config.json's awq, gptq,
+    compressed-tensors), kept quantized on every device; 'none': dequantized at load (the exact
+    reference); 'int8': weight-only int8 linears quantized at load from a dense or GGUF
+    checkpoint; or the checkpoint's own method named explicitly."""
+    dense_copies: bool | None = None
+    """With the CPU kernels (a quantized GGUF on the CPU in bf16, or float32 chosen by `auto`):
+    keep a dense copy of each quantized linear for steps of more than 4 rows. None: only while
+    they take under 256 MiB at 2 bytes a weight (the default model: 212 MB)."""
     attention_backend: str = "auto"
     """'sdpa' (scaled_dot_product_attention with explicit masks), 'matmul' (matmul + softmax,
     the reference), 'hybrid' (sdpa for prompt chunks, matmul for decodes), or 'auto': matmul on

@@ -44,12 +44,14 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "-q",
         "--quantization",
-        choices=["none", "gguf", "int8"],
+        choices=["none", "gguf", "awq", "gptq", "compressed-tensors", "int8"],
         default=None,
-        help="gguf: a quantized GGUF's own 4-bit weights (int8 for other types) for small steps "
-        "(the default on CPUs unless --dtype float32 is given); int8: weight-only int8 "
-        "linears; none: dense weights (see BENCHMARKS.md)",
+        help="default: the checkpoint's own (GGUF block types, AWQ, GPTQ, compressed-tensors), "
+        "kept quantized; none: dequantize at load; int8: weight-only int8 linears",
     )
+    p.add_argument("--dense-copies", action=argparse.BooleanOptionalAction, default=None,
+                   help="with a quantized GGUF on the CPU: also keep dense copies of its "
+                   "linears for large steps (default: only under 256 MiB of them)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048)
@@ -104,6 +106,7 @@ def configs(args: argparse.Namespace):
         model=args.model,
         dtype=args.dtype,
         quantization=args.quantization,
+        dense_copies=args.dense_copies,
         device=args.device,
         max_model_len=args.max_model_len,
         block_size=args.block_size,

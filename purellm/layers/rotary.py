@@ -40,7 +40,7 @@ def inverse_frequencies(config, head_dim: int) -> tuple[torch.Tensor, float]:
 
 class RotaryEmbedding(nn.Module):
     """Holds the cos/sin table. It is built by `init_buffers` once the model is on its device
-    (models are created on the meta device, so nothing is computed twice)."""
+    (computed once the model is built and loaded)."""
 
     def __init__(self, config, head_dim: int, max_position: int):
         super().__init__()

@@ -1,15 +1,20 @@
 """Load a GGUF file (llama.cpp / Ollama) as ModelFiles: HF config, HF tokenizer, HF-named weights.
 
-Weights are read through one memory map and dequantized to float32 one tensor at a time."""
+Weights are read through one memory map one tensor at a time: matrices as their raw blocks
+(GGUFRaw, which the model keeps or dequantizes at load), vectors (norms, biases) as float32.
+Each tensor's pages are dropped from the process once copied, so loading never holds the
+file's pages beside the model's own copy."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +24,14 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from purellm import env
+from purellm.layers.quant.config import GGUF_FLOAT_TYPES, CheckpointQuant
+from purellm.layers.quant.gguf_method import GGUFRaw
 from purellm.loaders.gguf_header import GGUFHeader, GGUFTensor
 from purellm.loaders.gguf_names import SKIPPED, hf_name, llama3_rope_parameters, unpermute_qk
-from purellm.loaders.gguf_quants import Q4Weight, read_q4, read_q8_0
 from purellm.loaders.light_config import LightConfig
 from purellm.loaders.model_files import ModelFiles, WeightStream
 
 Q = GGMLQuantizationType
-FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
-Q4_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q4_K)
-"""Read as their exact 4-bit values (Q4Weight)."""
 SUPPORTED_TYPES = (
     Q.F32,
     Q.F16,
@@ -38,10 +41,13 @@ SUPPORTED_TYPES = (
     Q.Q4_1,
     Q.Q5_0,
     Q.Q5_1,
+    Q.Q2_K,
+    Q.Q3_K,
     Q.Q4_K,
     Q.Q5_K,
     Q.Q6_K,
 )
+VOCABULARY = ("model.embed_tokens.weight", "lm_head.weight")
 SUPPORTED_ARCHITECTURES = {
     # general.architecture -> (transformers model_type, HF class); Mistral GGUFs say "llama".
     "llama": ("llama", "LlamaForCausalLM"),
@@ -65,11 +71,6 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
     tensors = {tensor.name: tensor for tensor in header.tensors}
     config = build_config(meta, tensors)
     plan = _plan(tensors, meta["general.architecture"], config)
-    quantized = frozenset(
-        name
-        for name, gguf_name, _ in plan
-        if tensors[gguf_name].tensor_type not in FLOAT_TYPES and len(tensors[gguf_name].shape) == 2
-    )
     return ModelFiles(
         name=name or path.stem,
         source=f"GGUF file {path}",
@@ -77,8 +78,20 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
         tokenizer=_tokenizer(path, meta),
         weights=functools.partial(_stream, path, plan),
         generation_config=_generation_config(meta),
-        quantized=quantized,
+        quantization=_checkpoint_quant(plan, tensors),
     )
+
+
+def _checkpoint_quant(plan: Plan, tensors: dict[str, GGUFTensor]) -> CheckpointQuant:
+    """Every matrix's type, and how many weights the quantized linears hold."""
+    types, linear_weights = {}, 0
+    for name, gguf_name, _ in plan:
+        tensor = tensors[gguf_name]
+        if len(tensor.shape) == 2:
+            types[name] = tensor.tensor_type.name
+            if types[name] not in GGUF_FLOAT_TYPES and name not in VOCABULARY:
+                linear_weights += int(tensor.n_elements)
+    return CheckpointQuant("gguf", tensor_types=types, linear_weights=linear_weights)
 
 
 def build_config(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Any:
@@ -199,28 +212,37 @@ def _plan(tensors: dict[str, GGUFTensor], arch: str, config: Any) -> Plan:
     return plan
 
 
-def _tensors(path: Path) -> dict[str, GGUFTensor]:
-    return {tensor.name: tensor for tensor in GGUFHeader(path).tensors}
-
-
-def _stream(path: Path, plan: Plan, keep_q4: bool = False) -> WeightStream:
-    """`keep_q4`: Q4_0/Q4_1/Q4_K matrices come as Q4Weight, not dequantized."""
-    tensors = _tensors(path)
+def _stream(path: Path, plan: Plan) -> WeightStream:
+    header = GGUFHeader(path)
+    tensors = {tensor.name: tensor for tensor in header.tensors}
     for name, gguf_name, heads in plan:
         tensor = tensors[gguf_name]
-        if keep_q4 and tensor.tensor_type in Q4_TYPES and len(tensor.shape) == 2:
-            yield name, read_q4_tensor(tensor, heads)
+        if len(tensor.shape) == 2:
+            yield name, read_raw(tensor, heads)
         else:
             yield name, read_tensor(tensor, heads)
+        _release(header, tensor)
 
 
-def read_q4_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> Q4Weight:
-    """A Q4_0/Q4_1/Q4_K GGUF matrix as its exact 4-bit values, in HF layout."""
-    weight = read_q4(tensor.data, tensor.tensor_type.name, _hf_shape(tensor))
+def _release(header: GGUFHeader, tensor: GGUFTensor) -> None:
+    """Drop a copied tensor's pages from this process (they stay in the page cache)."""
+    start = tensor.data.ctypes.data - header.blob.ctypes.data
+    aligned = start - start % mmap.PAGESIZE
+    length = start - aligned + tensor.data.nbytes
+    header.blob._mmap.madvise(mmap.MADV_DONTNEED, aligned, length)
+
+
+def read_raw(tensor: GGUFTensor, unpermute_heads: int | None = None) -> GGUFRaw:
+    """A GGUF matrix as its raw rows in HF layout (a view of the file unless rows move)."""
+    _check_type(tensor)
+    rows, columns = _hf_shape(tensor)
+    data = np.asarray(tensor.data).view(np.uint8).reshape(rows, -1)  # [rows, row_bytes]
+    with warnings.catch_warnings():  # a view of the read-only memory map; it is only read
+        warnings.simplefilter("ignore", UserWarning)
+        raw = torch.from_numpy(data)
     if unpermute_heads is not None:
-        order = unpermute_qk(torch.arange(weight.q.shape[0]), unpermute_heads)
-        weight = weight.rows(order)
-    return weight
+        raw = raw[unpermute_qk(torch.arange(rows), unpermute_heads)]
+    return GGUFRaw(raw, tensor.tensor_type.name, columns)
 
 
 def _hf_shape(tensor: GGUFTensor) -> tuple[int, ...]:
@@ -229,21 +251,17 @@ def _hf_shape(tensor: GGUFTensor) -> tuple[int, ...]:
 
 def read_tensor(tensor: GGUFTensor, unpermute_heads: int | None = None) -> torch.Tensor:
     """One GGUF tensor as a float32 torch tensor in HF layout (GGUF shape reversed)."""
-    _check_type(tensor)
-    shape = _hf_shape(tensor)
-    if tensor.tensor_type in Q4_TYPES and len(shape) == 2:
-        return read_q4_tensor(tensor, unpermute_heads).dequantize()
-    if tensor.tensor_type == Q.Q8_0 and len(shape) == 2:
-        result = read_q8_0(tensor.data, shape)
-        return result if unpermute_heads is None else unpermute_qk(result, unpermute_heads)
-    values = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-    values = values.reshape(shape)  # [rows, row_len] -> HF shape, e.g. [out, in] or [n]
-    if not values.flags.writeable:  # an F32 tensor is a view into the read-only memory map
-        values = values.copy()
-    result = torch.from_numpy(values)
+    raw = read_raw(_as_matrix(tensor)) if len(tensor.shape) != 2 else read_raw(tensor)
+    result = raw.dequantize().reshape(_hf_shape(tensor))  # [out, in] or [n]
     if unpermute_heads is not None:
         result = unpermute_qk(result, unpermute_heads)
     return result
+
+
+def _as_matrix(tensor: GGUFTensor) -> GGUFTensor:
+    """A vector (or any tensor) as one row of its elements."""
+    shape = np.array([int(tensor.n_elements), 1])
+    return GGUFTensor(tensor.name, tensor.tensor_type, shape, tensor.n_elements, tensor.data)
 
 
 def _tokenizer(path: Path, meta: dict[str, Any]) -> Any:

@@ -109,6 +109,10 @@ class GGUFHeader:
         block, type_size = GGML_QUANT_SIZES[tensor_type]
         n_bytes = n_elements * type_size // block
         raw = self.blob[start + offset : start + offset + n_bytes]
+        if len(raw) < n_bytes:
+            raise ValueError(
+                f"tensor {name!r} is truncated: {len(raw)} of its {n_bytes} bytes are in the file"
+            )
         shape = tuple(reversed(dims))
         if tensor_type in _PLAIN:
             data = raw.view(_PLAIN[tensor_type]).reshape(shape)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # doctor reads the name tables without torch
+    import torch
 
 TOP_LEVEL = {
     "token_embd.weight": "model.embed_tokens.weight",

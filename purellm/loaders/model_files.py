@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from purellm.layers.quant.config import CheckpointQuant
+
 WeightStream = Iterator[tuple[str, "torch.Tensor"]]
 
 
@@ -29,7 +31,6 @@ class ModelFiles:
     weights: Callable[..., WeightStream]
     generation_config: dict[str, Any] = field(default_factory=dict)
     """generation_config.json contents (eos_token_id, temperature, top_p, ...), or {}."""
-    quantized: frozenset[str] = frozenset()
-    """Names of the matrices the checkpoint stores quantized (a GGUF's Q4_0, Q8_0, K-quants...).
-    A GGUF's `weights(keep_q4=True)` yields its Q4_0/Q4_1/Q4_K ones as Q4Weight (their exact
-    4-bit values, `.dequantize()` for the float tensor)."""
+    quantization: CheckpointQuant | None = None
+    """How the checkpoint stores its weights quantized (a GGUF's tensor types, config.json's
+    quantization_config), or None."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from purellm.layers.quant.config import CheckpointQuant, checkpoint_quant
 from purellm.loaders.model_files import ModelFiles, WeightStream
 
 
@@ -35,10 +36,24 @@ def read_generation_config(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def read_quantization(folder: Path) -> CheckpointQuant | None:
+    """config.json's `quantization_config` (or an older GPTQ's quantize_config.json)."""
+    config = json.loads((folder / "config.json").read_text())
+    found = config.get("quantization_config")
+    legacy = folder / "quantize_config.json"
+    if found is None and legacy.is_file():
+        found = {"quant_method": "gptq", **json.loads(legacy.read_text())}
+    try:
+        return checkpoint_quant(found)
+    except ValueError as error:
+        raise ValueError(f"{folder / 'config.json'}: {error}") from error
+
+
 def load_hf_folder(folder: Path, name: str | None = None) -> ModelFiles:
     from transformers import AutoConfig, AutoTokenizer
 
     files = safetensors_files(folder)
+    quantization = read_quantization(folder)
     return ModelFiles(
         name=name or folder.name,
         source=f"Hugging Face folder {folder}",
@@ -46,4 +61,5 @@ def load_hf_folder(folder: Path, name: str | None = None) -> ModelFiles:
         tokenizer=AutoTokenizer.from_pretrained(str(folder)),
         weights=lambda: iter_safetensors(files),
         generation_config=read_generation_config(folder),
+        quantization=quantization,
     )

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from purellm.layers.attention import AttentionMetadata, PagedAttention
-from purellm.layers.linear import MergedLinear
 from purellm.layers.norm import RMSNorm
+from purellm.layers.quant.builder import LayerBuilder
 from purellm.layers.rotary import RotaryEmbedding, apply_rotary
 
 
@@ -35,15 +35,21 @@ def head_dim_of(config) -> int:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config, options: LayerOptions):
+    def __init__(self, config, options: LayerOptions, layers: LayerBuilder, prefix: str):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = head_dim_of(config)
         hidden, q_size = config.hidden_size, self.num_heads * self.head_dim
         kv_size = self.num_kv_heads * self.head_dim
-        self.qkv_proj = MergedLinear(hidden, [q_size, kv_size, kv_size], bias=options.qkv_bias)
-        self.o_proj = nn.Linear(q_size, hidden, bias=options.o_bias)
+        self.qkv_proj = layers.linear(
+            f"{prefix}.qkv_proj",
+            hidden,
+            [q_size, kv_size, kv_size],
+            options.qkv_bias,
+            parts=("q_proj", "k_proj", "v_proj"),
+        )
+        self.o_proj = layers.linear(f"{prefix}.o_proj", q_size, [hidden], options.o_bias)
         if options.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
@@ -73,12 +79,18 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layers: LayerBuilder, prefix: str):
         super().__init__()
         bias = bool(getattr(config, "mlp_bias", False))
         inter = config.intermediate_size
-        self.gate_up_proj = MergedLinear(config.hidden_size, [inter, inter], bias=bias)
-        self.down_proj = nn.Linear(inter, config.hidden_size, bias=bias)
+        self.gate_up_proj = layers.linear(
+            f"{prefix}.gate_up_proj",
+            config.hidden_size,
+            [inter, inter],
+            bias,
+            parts=("gate_proj", "up_proj"),
+        )
+        self.down_proj = layers.linear(f"{prefix}.down_proj", inter, [config.hidden_size], bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
@@ -86,10 +98,10 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, options: LayerOptions):
+    def __init__(self, config, options: LayerOptions, layers: LayerBuilder, prefix: str):
         super().__init__()
-        self.self_attn = LlamaAttention(config, options)
-        self.mlp = LlamaMLP(config)
+        self.self_attn = LlamaAttention(config, options, layers, f"{prefix}.self_attn")
+        self.mlp = LlamaMLP(config, layers, f"{prefix}.mlp")
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
@@ -103,14 +115,12 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config, options: LayerOptions, max_position: int):
+    def __init__(self, config, options: LayerOptions, max_position: int, layers: LayerBuilder):
         super().__init__()
-        # Given its (meta) weight, Embedding skips its random init, whose meta-device version
-        # imports torch._dynamo (0.6 s of start-up).
-        weight = torch.empty(config.vocab_size, config.hidden_size)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, _weight=weight)
+        self.embed_tokens = layers.embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, options) for _ in range(config.num_hidden_layers)
+            LlamaDecoderLayer(config, options, layers, f"model.layers.{i}")
+            for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config, head_dim_of(config), max_position)
@@ -133,11 +143,18 @@ class LlamaForCausalLM(nn.Module):
     }
     """Checkpoint projection -> (fused module here, its shard), applied by the loader."""
 
-    def __init__(self, config, max_position: int, options: LayerOptions | None = None):
+    def __init__(
+        self,
+        config,
+        max_position: int,
+        layers: LayerBuilder,
+        options: LayerOptions | None = None,
+    ):
         super().__init__()
         self.config = config
-        self.model = LlamaModel(config, options or LayerOptions.llama(config), max_position)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        options = options or LayerOptions.llama(config)
+        self.model = LlamaModel(config, options, max_position, layers)
+        self.lm_head = layers.linear("lm_head", config.hidden_size, [config.vocab_size])
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.sliding_window = getattr(config, "sliding_window", None)
 
@@ -150,7 +167,7 @@ class LlamaForCausalLM(nn.Module):
 
     def tie_weights(self) -> None:
         if self.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+            self.lm_head.method.tie(self.lm_head, self.model.embed_tokens)
 
     def attention_layers(self) -> list[PagedAttention]:
         return [layer.self_attn.attn for layer in self.model.layers]

@@ -2,19 +2,23 @@
 
 The same budget rule as the model runner: on a GPU the KV cache gets
 `total * gpu_memory_utilization - memory in use - weights`; on the CPU it gets
-KV_CACHE_CPU_DEFAULT_BYTES (or --kv-cache-memory), and weights plus cache must fit in RAM."""
+KV_CACHE_CPU_DEFAULT_BYTES (or --kv-cache-memory), and weights plus cache must fit in RAM.
+Weights are counted as the runner keeps them (layers/quant/footprint.py): a quantized GGUF or
+AWQ/GPTQ/compressed-tensors checkpoint stays quantized. No torch here (doctor)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from purellm.platform.modelinfo import GGUF_FLOAT_TYPES, ModelFacts
+from purellm.layers.quant import footprint
+from purellm.layers.quant.config import CheckpointQuant, QuantConfig, resolve
+from purellm.platform.modelinfo import ModelFacts
 
 KV_CACHE_CPU_DEFAULT_BYTES = 2 << 30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-GGUF_DEQUANTIZED_AT_LOAD = True
-"""purellm's GGUF loader turns every weight into the chosen dtype when it loads."""
-FOUR_BIT_BYTES_PER_PARAM = 4.5 / 8  # Q4_K_M averages about 4.5 bits per weight
+FOUR_BIT_BITS = 4.5
+"""Bits a weight of a 4-bit file (Q4_K_M GGUF, AWQ/GPTQ with group scales) on average."""
+VOCABULARY = (footprint.EMBEDDING, footprint.LM_HEAD)
 GB = 1e9
 
 
@@ -39,22 +43,48 @@ class Fit:
     message: str
 
 
-def weight_bytes(model: ModelFacts, dtype: str, device: str = "cuda") -> int:
-    """The dense weights in `dtype`; on the CPU a quantized GGUF also keeps its quantized twins
-    for small steps (`quantization="gguf"`), about the size of the file, and its LM head only
-    in int8."""
-    if device == "cpu" and is_quantized_gguf(model):
-        return (model.params - model.head_params) * DTYPE_BYTES[dtype] + model.file_bytes
-    return model.params * DTYPE_BYTES[dtype]
+def weight_bytes(
+    model: ModelFacts, dtype: str, device: str = "cuda", kernels: bool | None = None
+) -> int:
+    """The weights as the runner holds them: a GGUF's quantized matrices stay quantized
+    (footprint.gguf_weight_bytes), an AWQ/GPTQ/compressed-tensors model stays in its groups,
+    a dense model is dense in `dtype`. `kernels`: the CPU int4/int8 kernels run a GGUF's
+    linears (default: on the CPU, except in float16)."""
+    size = DTYPE_BYTES[dtype]
+    if model.quantization_config:
+        return footprint.hf_quantized_weight_bytes(model.config, size)
+    if not model.tensors:
+        return model.params * size
+    quant = gguf_quant(model, uses_kernels(device, dtype) if kernels is None else kernels)
+    return footprint.gguf_weight_bytes(list(model.tensors), quant, size, model.tied)
 
 
-def is_quantized_gguf(model: ModelFacts) -> bool:
-    kind = model.stored_as.removeprefix("GGUF ")
-    return model.stored_as.startswith("GGUF") and kind not in (*GGUF_FLOAT_TYPES, "GGUF")
+def uses_kernels(device: str, dtype: str, requested_dtype: str = "auto") -> bool:
+    """The runner's rule: the CPU in bfloat16, or in float32 where `auto` chose it."""
+    half = dtype == "bfloat16" or (dtype == "float32" and requested_dtype == "auto")
+    return device == "cpu" and half
+
+
+def gguf_quant(model: ModelFacts, kernels: bool) -> QuantConfig:
+    """The QuantConfig the runner picks for a GGUF (its own method, dense copies while small)."""
+    types = {t.name: t.kind for t in model.tensors if len(t.shape) == 2}
+    linear = sum(
+        t.numel
+        for t in model.tensors
+        if len(t.shape) == 2 and t.quantized and t.name not in VOCABULARY
+    )
+    checkpoint = CheckpointQuant("gguf", tensor_types=types, linear_weights=linear)
+    return resolve(None, checkpoint, kernels, linear)
+
+
+def is_quantized(model: ModelFacts) -> bool:
+    return bool(model.quantization_config) or any(t.quantized for t in model.tensors)
 
 
 def kv_bytes_per_token(model: ModelFacts, dtype: str) -> int:
-    return 2 * model.num_layers * model.num_kv_heads * model.head_dim * DTYPE_BYTES[dtype]
+    return footprint.kv_bytes_per_token(
+        model.num_layers, model.num_kv_heads, model.head_dim, DTYPE_BYTES[dtype]
+    )
 
 
 def gpu_memory(
@@ -65,9 +95,13 @@ def gpu_memory(
 
 
 def fit_model(
-    model: ModelFacts, dtype: str, memory: DeviceMemory, kv_cache_memory: int | None = None
+    model: ModelFacts,
+    dtype: str,
+    memory: DeviceMemory,
+    kv_cache_memory: int | None = None,
+    kernels: bool | None = None,
 ) -> Fit:
-    weights = weight_bytes(model, dtype, memory.device)
+    weights = weight_bytes(model, dtype, memory.device, kernels)
     per_token = max(1, kv_bytes_per_token(model, dtype))
     room = memory.available - weights
     default = KV_CACHE_CPU_DEFAULT_BYTES if memory.device == "cpu" else room
@@ -75,31 +109,46 @@ def fit_model(
     tokens = kv // per_token
     full = tokens // model.context_length if model.context_length else 0
     fits = room >= (kv_cache_memory or default) and tokens >= 2
+    if kernels is None:
+        kernels = uses_kernels(memory.device, dtype)
+    form = weight_form(model, dtype, kernels)
     if fits:
-        message = _fit_message(model, dtype, memory, weights, tokens, full)
+        message = _fit_message(model, memory, weights, form, tokens, full)
     else:
-        message = not_fitting_message(model, dtype, memory, weights)
+        message = not_fitting_message(model, dtype, memory, weights, form)
     return Fit(fits, weights, per_token, kv, tokens, full, message)
 
 
+def weight_form(model: ModelFacts, dtype: str, kernels: bool) -> str:
+    """How the runner holds the weights, for messages."""
+    quant = model.quantization_config
+    if quant:
+        return f"in {quant.get('quant_method')} groups as stored, the rest in {dtype}"
+    if not is_quantized(model):
+        return f"in {dtype}"
+    if kernels:
+        return f"in the CPU int4/int8 kernels' form, the rest in {dtype}"
+    return f"in the GGUF's own blocks, the rest in {dtype}"
+
+
 def _fit_message(
-    model: ModelFacts, dtype: str, memory: DeviceMemory, weights: int, tokens: int, full: int
+    model: ModelFacts, memory: DeviceMemory, weights: int, form: str, tokens: int, full: int
 ) -> str:
-    twins = (
-        " with its quantized twins" if memory.device == "cpu" and is_quantized_gguf(model) else ""
-    )
     return (
-        f"{model.name} fits {memory.device} ({memory.label}): weights {weights / GB:.2f} GB in "
-        f"{dtype}{twins}, KV cache {tokens} tokens = {full} full-length sequence(s) of "
+        f"{model.name} fits {memory.device} ({memory.label}): weights {weights / GB:.2f} GB "
+        f"{form}, KV cache {tokens} tokens = {full} full-length sequence(s) of "
         f"{model.context_length} tokens"
     )
 
 
-def not_fitting_message(model: ModelFacts, dtype: str, memory: DeviceMemory, weights: int) -> str:
+def not_fitting_message(
+    model: ModelFacts, dtype: str, memory: DeviceMemory, weights: int, form: str = ""
+) -> str:
     lines = [
         f"{model.name} does not fit {memory.device} ({memory.label}): its "
-        f"{model.params / 1e9:.1f}B parameters take {weights / GB:.1f} GB in {dtype}, and "
-        f"{memory.available / GB:.1f} GB is available for weights and KV cache.",
+        f"{model.params / 1e9:.1f}B parameters take {weights / GB:.1f} GB "
+        f"{form or f'in {dtype}'}, and {memory.available / GB:.1f} GB is available for weights "
+        "and KV cache.",
         "What to do:",
     ]
     if weights < memory.available:
@@ -110,20 +159,30 @@ def not_fitting_message(model: ModelFacts, dtype: str, memory: DeviceMemory, wei
         f"  - use a smaller model: about {max_params / 1e9:.1f}B parameters at most in {dtype}, "
         "leaving a fifth for the KV cache"
     )
-    four_bit = model.params * FOUR_BIT_BYTES_PER_PARAM
-    if four_bit < memory.available:
-        lines.append(f"  - {_four_bit_advice(four_bit, dtype)}")
+    if not is_quantized(model):
+        lines.append(f"  - {four_bit_advice(model, dtype, memory)}")
     if dtype == "float32":
         lines.append("  - or use --dtype bfloat16 / float16 to halve the weights")
     return "\n".join(lines)
 
 
-def _four_bit_advice(four_bit: float, dtype: str) -> str:
-    advice = f"a 4-bit GGUF (Q4_K_M) of this model is about {four_bit / GB:.0f} GB"
-    if GGUF_DEQUANTIZED_AT_LOAD:
-        advice += (
-            f", which fits in 4-bit form, but purellm dequantizes GGUF weights to {dtype} at "
-            "load, so here it needs the same memory; run that file with a runtime that keeps "
-            "weights quantized (e.g. llama.cpp)"
-        )
-    return advice
+def four_bit_bytes(model: ModelFacts, dtype: str) -> int:
+    """A 4-bit file of this model as purellm holds it: ~4.5 bits a decoder weight, the
+    vocabulary matrices (kept dense by AWQ/GPTQ) in `dtype`."""
+    vocab = min(model.vocab_params, model.params)
+    return int((model.params - vocab) * FOUR_BIT_BITS / 8) + vocab * DTYPE_BYTES[dtype]
+
+
+def four_bit_advice(model: ModelFacts, dtype: str, memory: DeviceMemory) -> str:
+    size = four_bit_bytes(model, dtype)
+    advice = (
+        "a 4-bit file of this model (a Q4_K_M GGUF, AWQ or GPTQ), which purellm runs as it is, "
+        f"needs about {size / GB:.1f} GB (~{FOUR_BIT_BITS} bits a weight, the vocabulary in "
+        f"{dtype})"
+    )
+    room = memory.available - size
+    cache = KV_CACHE_CPU_DEFAULT_BYTES if memory.device == "cpu" else room
+    tokens = min(cache, room) // max(1, kv_bytes_per_token(model, dtype))
+    if room < cache or tokens < 2:
+        return advice + ": that would not fit here either"
+    return advice + f": that would fit, with a KV cache of about {tokens} tokens"

@@ -1,8 +1,8 @@
 """What a model needs, from metadata only: no torch, no transformers, no weights read.
 
-Finds the model with `purellm.loaders.resolve.locate_model`, as serving does, and reads
-GGUF headers (tensor shapes) or config.json plus safetensors headers. Runs inside a probe
-subprocess, so a broken file cannot take the doctor down."""
+Finds the model with `purellm.loaders.resolve.locate_model`, as serving does, and reads GGUF
+headers (tensor shapes and types) or config.json plus safetensors headers. Runs inside a
+probe subprocess, so a broken file cannot take the doctor down."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-GGUF_FLOAT_TYPES = ("F32", "F16", "BF16")
-"""GGUF tensor types that are not quantized."""
+from purellm.layers.quant.config import checkpoint_quant
+from purellm.layers.quant.footprint import TensorInfo
+from purellm.loaders.gguf_names import hf_name
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,40 @@ class ModelFacts:
     head_dim: int
     context_length: int
     stored_as: str
-    """How the weights are stored, e.g. 'GGUF Q4_1' or 'safetensors bfloat16'."""
+    """How the weights are stored, e.g. 'GGUF Q4_1' (the type of most matrix weights) or
+    'safetensors bfloat16'."""
     file_bytes: int
     checkpoint_dtype: str | None = None
     """The half type the checkpoint was saved in (float16, bfloat16), else None."""
-    head_params: int = 0
-    """The LM head's parameters (the tied embedding's, if tied) where a GGUF stores it quantized
-    (kept in int8 only on the CPU), else 0."""
+    hidden_size: int = 0
+    vocab_size: int = 0
+    tied: bool = False
+    """The LM head shares the input embedding (a GGUF without output.weight)."""
+    tensors: tuple[TensorInfo, ...] = ()
+    """A GGUF's tensors under their Hugging Face names (empty for other models)."""
+    config: dict[str, Any] | None = None
+    """A Hugging Face folder's config.json (its quantization_config, if any, says how)."""
+
+    def __post_init__(self) -> None:  # tensors come back from the probe's JSON as dicts
+        tensors = tuple(
+            t
+            if isinstance(t, TensorInfo)
+            else TensorInfo(t["name"], t["kind"], tuple(t["shape"]), t["nbytes"])
+            for t in self.tensors
+        )
+        object.__setattr__(self, "tensors", tensors)
+
+    @property
+    def quantization_config(self) -> dict[str, Any] | None:
+        config = self.config or {}
+        return config.get("quantization_config") or config.get("text_config", {}).get(
+            "quantization_config"
+        )
+
+    @property
+    def vocab_params(self) -> int:
+        """The embedding's weights, and the LM head's unless tied."""
+        return self.vocab_size * self.hidden_size * (1 if self.tied else 2)
 
 
 def read_model_facts(model: str | None) -> ModelFacts:
@@ -54,10 +82,13 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
     arch = meta.get("general.architecture", "unknown")
     heads = int(meta.get(f"{arch}.attention.head_count", 1))
     hidden = int(meta.get(f"{arch}.embedding_length", 0))
-    types = [t.tensor_type.name for t in reader.tensors]
-    by_name = {t.name: t for t in reader.tensors}
-    head = by_name.get("output.weight") or by_name.get("token_embd.weight")  # tied: the one
-    head_quantized = head is not None and head.tensor_type.name not in GGUF_FLOAT_TYPES
+    weights: dict[str, int] = {}  # GGUF type -> matrix weights stored in it
+    for tensor in reader.tensors:
+        if len(tensor.shape) == 2:
+            kind = tensor.tensor_type.name
+            weights[kind] = weights.get(kind, 0) + int(tensor.n_elements)
+    names = {t.name for t in reader.tensors}
+    embedding = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     return ModelFacts(
         name=name,
         source=f"GGUF file {path}",
@@ -67,19 +98,40 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
         num_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
         head_dim=int(meta.get(f"{arch}.attention.key_length", hidden // max(heads, 1))),
         context_length=int(meta.get(f"{arch}.context_length", 0)),
-        stored_as=f"GGUF {max(set(types), key=types.count)}" if types else "GGUF",
+        stored_as=f"GGUF {max(weights, key=weights.__getitem__)}" if weights else "GGUF",
         file_bytes=path.stat().st_size,
-        head_params=int(head.n_elements) if head_quantized else 0,
+        hidden_size=hidden,
+        vocab_size=int(embedding.shape[-1]) if embedding is not None else 0,
+        tied="output.weight" not in names,
+        tensors=tuple(gguf_tensor_infos(reader.tensors)),
     )
+
+
+def gguf_tensor_infos(tensors: list[Any]) -> list[TensorInfo]:
+    """GGUF header tensors as TensorInfo: Hugging Face names and order, bytes in the file."""
+    from gguf import GGML_QUANT_SIZES
+
+    infos = []
+    for tensor in tensors:
+        hf = hf_name(tensor.name)
+        if hf is None:
+            continue  # not a parameter of the model (rope_freqs)
+        block, type_bytes = GGML_QUANT_SIZES[tensor.tensor_type]
+        shape = tuple(int(d) for d in reversed(tensor.shape))
+        nbytes = int(tensor.n_elements) * type_bytes // block
+        infos.append(TensorInfo(hf, tensor.tensor_type.name, shape, nbytes))
+    return infos
 
 
 def hf_facts(folder: Path, name: str) -> ModelFacts:
     config = json.loads((folder / "config.json").read_text())
     text = config.get("text_config", config)
     files = sorted(folder.glob("*.safetensors"))
-    counted = _safetensors_params(files)
+    quant = checkpoint_quant(text.get("quantization_config") or config.get("quantization_config"))
+    counted = 0 if quant is not None else _safetensors_params(files)  # packed shapes mislead
     heads = int(text.get("num_attention_heads", 1))
     dtype = text.get("dtype") or text.get("torch_dtype") or config.get("torch_dtype")
+    stored = f"{quant.method} {quant.bits}-bit" if quant else dtype or "unknown dtype"
     return ModelFacts(
         name=name,
         source=f"Hugging Face folder {folder}",
@@ -89,9 +141,13 @@ def hf_facts(folder: Path, name: str) -> ModelFacts:
         num_kv_heads=int(text.get("num_key_value_heads") or heads),
         head_dim=int(text.get("head_dim") or text.get("hidden_size", 0) // max(heads, 1)),
         context_length=int(text.get("max_position_embeddings", 0)),
-        stored_as=f"safetensors {dtype or 'unknown dtype'}",
+        stored_as=f"safetensors {stored}",
         file_bytes=sum(f.stat().st_size for f in files),
         checkpoint_dtype=dtype if dtype in ("float16", "bfloat16") else None,
+        hidden_size=int(text.get("hidden_size", 0)),
+        vocab_size=int(text.get("vocab_size", 0)),
+        tied=bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
+        config=config,
     )
 
 

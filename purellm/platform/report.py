@@ -22,7 +22,7 @@ from purellm.platform.memory import (
     fit_model,
     gpu_memory,
     kv_bytes_per_token,
-    weight_bytes,
+    uses_kernels,
 )
 from purellm.platform.probes import run_probe
 from purellm.platform.state import PlatformState, ServeVerdict, gather_state, serve_verdict
@@ -192,12 +192,13 @@ def _fit_section(
 
     model = ModelFacts(**data)
     memory = _device_memory(request, state, verdict)
-    fit = fit_model(model, verdict.dtype, memory, request.kv_cache_memory)
+    kernels = uses_kernels(memory.device, verdict.dtype, request.dtype)
+    fit = fit_model(model, verdict.dtype, memory, request.kv_cache_memory, kernels)
     return {
-        "facts": data,
+        "facts": {k: v for k, v in data.items() if k not in ("tensors", "config")},
         "dtype": verdict.dtype,
         "dtype_bytes": DTYPE_BYTES[verdict.dtype],
-        "weight_bytes": weight_bytes(model, verdict.dtype, memory.device),
+        "weight_bytes": fit.weight_bytes,
         "kv_bytes_per_token": kv_bytes_per_token(model, verdict.dtype),
         "device": memory.device,
         "memory_available": memory.available,

@@ -1,4 +1,5 @@
-"""Build a model on the meta device, then fill it one checkpoint tensor at a time."""
+"""Build a model with its quantization methods in place, then fill it one checkpoint tensor at a
+time through each parameter's `weight_loader`."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import time
 import torch
 from torch import nn
 
-from purellm.layers.linear import MergedLinear
-from purellm.layers.quantization import Int4Linear, Int8Linear, quantize_vocabulary, replace_module
-from purellm.loaders.gguf_quants import Q4Weight
+from purellm.layers.quant.base import default_loader
+from purellm.layers.quant.builder import LayerBuilder
+from purellm.layers.quant.config import QuantConfig
 from purellm.loaders.model_files import ModelFiles
 from purellm.models.registry import model_class
 
 log = logging.getLogger("purellm")
-Q4_FIELDS = ("q", "scales", "mins")
 
 
 def build_model(
@@ -23,102 +23,81 @@ def build_model(
     device: torch.device,
     dtype: torch.dtype,
     max_position: int,
-    twins: bool = False,
+    quant: QuantConfig | None = None,
 ) -> nn.Module:
-    """`twins` (a quantized GGUF, `quantization="gguf"`): beside its dense weight, each linear
-    stored quantized gets a weight-only twin for small steps (QuantizedTwins)."""
+    """Parameters are created empty on `device` (nothing initialised, so untouched CPU pages
+    cost nothing) in the form the quantization method keeps them, then loaded."""
+    tied = bool(getattr(files.config, "tie_word_embeddings", False))
+    layers = LayerBuilder(quant or QuantConfig(), dtype, tied)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device("meta"):
-            model = model_class(files.config)(files.config, max_position)
+        with torch.device(device):
+            model = model_class(files.config)(files.config, max_position, layers)
     finally:
         torch.set_default_dtype(previous)
-    model = model.to_empty(device=device)
-    builder = QuantizedTwins(model, files.quantized) if twins else None
-    load_weights(model, files, builder)
-    model.tie_weights()
-    if builder is not None:
-        int4, int8 = builder.finish()
-        log.info(
-            "gguf: small steps use the file's 4-bit weights in %d linears, int8 in %d", int4, int8
-        )
+    load_weights(model, files)
     model.model.rotary_emb.init_buffers(device)
     return model.eval()
 
 
-def load_weights(model: nn.Module, files: ModelFiles, packer: QuantizedTwins | None = None) -> None:
-    """Copy every checkpoint tensor into its parameter (or its shard of a fused one), checking
-    shapes, and fail on anything missing or left over. With a packer, 4-bit tensors also go to
-    it, in the same pass over the file."""
-    params = dict(model.named_parameters())
-    expected = _expected_slots(model)
+def load_weights(model: nn.Module, files: ModelFiles) -> None:
+    """Route every checkpoint tensor to its parameter's weight loader (with the shard of a
+    fused one), fail on anything missing or left over, and let each module's method prepare
+    its tensors as soon as all of them are in, so converted and raw forms never pile up."""
+    names = {name for name, _ in model.named_parameters()}  # no references: raw forms go
+    pending = _expected_slots(model)
+    expected = sum(len(slots) for slots in pending.values())
     started = last_report = time.monotonic()
-    loaded: set[tuple[str, int | None]] = set()
-    stream = files.weights(keep_q4=True) if packer is not None else files.weights()
-    for name, tensor in stream:
+    loaded = 0
+    for name, tensor in files.weights():
         target, shard = _target(model, name)
-        if isinstance(tensor, Q4Weight):
-            packer.add(module_name=target.rsplit(".", 1)[0], shard=shard, weight=tensor)
-            tensor = tensor.dequantize()
-        if target not in params:
-            if name == "lm_head.weight" or "rotary_emb" in name:
-                continue
-            raise ValueError(f"checkpoint tensor {name!r} has no place in {type(model).__name__}")
-        _copy(model, params[target], target, shard, tensor)
-        loaded.add((target, shard))
+        if target not in names:
+            if name.startswith("lm_head.") or "rotary_emb" in name:
+                continue  # a tied head's copy, or buffers that are computed
+            raise ValueError(
+                f"{files.source}: tensor {name!r} has no place in {type(model).__name__}"
+            )
+        param = _parameter(model, target, files.source, name)
+        try:
+            getattr(param, "weight_loader", default_loader)(param, tensor, shard)
+        except ValueError as error:
+            raise ValueError(f"{files.source}: tensor {name!r}: {error}") from error
+        module_name = target.rpartition(".")[0]
+        slots = pending.get(module_name)
+        if slots is not None:  # None: an optional tensor of a module already complete
+            slots.discard((target, shard))
+            if not slots:
+                _process(model, module_name)
+                del pending[module_name]
+        loaded += 1
         if time.monotonic() - last_report > 2:
             last_report = time.monotonic()
-            log.info("loading weights: %d/%d tensors", len(loaded), len(expected))
-    missing = sorted(f"{n}[{s}]" if s is not None else n for n, s in expected - loaded)
+            log.info("loading weights: %d/%d tensors", loaded, expected)
+    missing = sorted(_checkpoint_name(model, n, s) for slots in pending.values() for n, s in slots)
     if missing:
-        raise ValueError(f"checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    log.info("loaded %d tensors in %.1fs", len(loaded), time.monotonic() - started)
-
-
-class QuantizedTwins:
-    """Builds an Int4Linear for each linear as soon as the 4-bit weights of all its shards have
-    streamed by (Q4_0/Q4_1/Q4_K). `finish` puts them in place once the dense weights are loaded,
-    gives every other linear with a quantized shard (Q8_0, K-quants) an Int8Linear twin, and
-    the LM head one too; a vocabulary matrix the file stores quantized is kept in int8 only."""
-
-    def __init__(self, model: nn.Module, quantized: frozenset[str]):
-        self.model = model
-        self.pending: dict[str, dict[int | None, Q4Weight]] = {}
-        self.packed: dict[str, Int4Linear] = {}
-        self.quantized_modules = {_target(model, name)[0].rsplit(".", 1)[0] for name in quantized}
-
-    @torch.no_grad()
-    def add(self, module_name: str, shard: int | None, weight: Q4Weight) -> None:
-        shards = self.pending.setdefault(module_name, {})
-        shards[shard] = weight
-        linear = self.model.get_submodule(module_name)
-        wanted = range(len(linear.output_sizes)) if isinstance(linear, MergedLinear) else [None]
-        if set(shards) == set(wanted):
-            parts = [shards[i] for i in wanted]
-            q, scales, mins = (torch.cat([getattr(p, f) for p in parts]) for f in Q4_FIELDS)
-            self.packed[module_name] = Int4Linear(linear, q, scales, mins)
-            del self.pending[module_name]
-
-    @torch.no_grad()
-    def finish(self) -> tuple[int, int]:
-        """(linears on the int4 kernel, linears with an int8 twin), the LM head not counted. A
-        fused linear with a shard that is not Q4 gets an int8 twin."""
-        for module_name, layer in self.packed.items():
-            replace_module(self.model, module_name, layer)
-        int8 = sorted(
-            name
-            for name in self.quantized_modules - set(self.packed)
-            if isinstance(self.model.get_submodule(name), nn.Linear) and name != "lm_head"
+        raise ValueError(
+            f"{files.source} lacks {len(missing)} tensors, e.g. {', '.join(missing[:3])}"
         )
-        for module_name in int8:
-            linear = self.model.get_submodule(module_name)
-            replace_module(self.model, module_name, Int8Linear.from_linear(linear, keep_dense=True))
-        embedding = "model.embed_tokens" in self.quantized_modules
-        tied = getattr(self.model, "tie_word_embeddings", False)
-        head = embedding if tied else "lm_head" in self.quantized_modules
-        quantize_vocabulary(self.model, head, embedding)
-        return len(self.packed), len(int8)
+    model.tie_weights()
+    for module_name in reversed(list(pending)):  # the tied head, before its embedding
+        _process(model, module_name)
+    log.info("loaded %d tensors in %.1fs", loaded, time.monotonic() - started)
+
+
+def _parameter(model: nn.Module, target: str, source: str, name: str) -> nn.Parameter:
+    try:
+        return model.get_parameter(target)
+    except AttributeError:  # its module's method already replaced it
+        raise ValueError(f"{source}: tensor {name!r} comes after its layer was prepared") from None
+
+
+def _process(model: nn.Module, module_name: str) -> None:
+    module = model.get_submodule(module_name)
+    method = getattr(module, "method", None)
+    if method is not None:
+        with torch.no_grad():
+            method.process_after_loading(module)
 
 
 def _target(model: nn.Module, name: str) -> tuple[str, int | None]:
@@ -129,29 +108,30 @@ def _target(model: nn.Module, name: str) -> tuple[str, int | None]:
     return name, None
 
 
-def _expected_slots(model: nn.Module) -> set[tuple[str, int | None]]:
-    slots: set[tuple[str, int | None]] = set()
+def _checkpoint_name(model: nn.Module, name: str, shard: int | None) -> str:
+    """(parameter name, shard) -> the checkpoint's name for it."""
+    for checkpoint_part, (fused, index) in getattr(model, "packed_modules_mapping", {}).items():
+        if index == shard and f".{fused}." in name:
+            return name.replace(f".{fused}.", f".{checkpoint_part}.")
+    return name
+
+
+def _expected_slots(model: nn.Module) -> dict[str, set[tuple[str, int | None]]]:
+    """Module name -> the (parameter, shard) slots the checkpoint must fill; a tied LM head's
+    module is listed with none."""
+    tied = getattr(model, "tie_word_embeddings", False)
+    slots: dict[str, set[tuple[str, int | None]]] = {}
     for module_name, module in model.named_modules():
-        for kind, _ in module.named_parameters(recurse=False):
+        own = slots.setdefault(module_name, set())
+        if tied and module_name == "lm_head":
+            continue
+        sharded = len(getattr(module, "output_sizes", ())) > 1
+        for kind, param in module.named_parameters(recurse=False):
+            if getattr(param, "optional", False):
+                continue
             name = f"{module_name}.{kind}" if module_name else kind
-            if isinstance(module, MergedLinear):
-                slots.update((name, i) for i in range(len(module.output_sizes)))
+            if sharded:
+                own.update((name, i) for i in range(len(module.output_sizes)))
             else:
-                slots.add((name, None))
-    if getattr(model, "tie_word_embeddings", False):
-        slots.discard(("lm_head.weight", None))
-    return slots
-
-
-@torch.no_grad()
-def _copy(model, param, name: str, shard: int | None, tensor: torch.Tensor) -> None:
-    if shard is None:
-        destination = param
-    else:
-        module = model.get_submodule(name.rsplit(".", 1)[0])
-        destination = param[module.shard_rows(shard)]
-    if tuple(tensor.shape) != tuple(destination.shape):
-        raise ValueError(
-            f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(destination.shape)}"
-        )
-    destination.copy_(tensor)
+                own.add((name, None))
+    return {name: own for name, own in slots.items() if own or name == "lm_head"}

@@ -9,7 +9,7 @@ import torch
 
 from purellm.config import EngineConfig
 from purellm.engine.scheduler import ScheduledSeq
-from purellm.layers.quantization import quantize_linears
+from purellm.layers.quant.config import QuantConfig, resolve
 from purellm.layers.sampler import Sampler, SamplingBatch
 from purellm.loaders.model_files import ModelFiles
 from purellm.platform import (
@@ -43,14 +43,10 @@ class ModelRunner:
         self.block_size = config.block_size
         model_max = getattr(files.config, "max_position_embeddings", None) or 4096
         max_model_len = config.max_model_len or model_max
-        self.quantization = _quantization(
-            config.quantization, self.device, self.dtype, files, config.dtype == "auto"
-        )
+        self.quant = quant_config(config, files, self.device, self.dtype)
+        self.quantization = self.quant.method
         max_position = max(max_model_len, model_max)
-        twins = self.quantization == "gguf"
-        self.model = build_model(files, self.device, self.dtype, max_position, twins)
-        if self.quantization == "int8":
-            log.info("int8 weight-only: %d linears quantized", quantize_linears(self.model))
+        self.model = build_model(files, self.device, self.dtype, max_position, self.quant)
         self.vocab_size = files.config.vocab_size
         layers = self.model.attention_layers()
         budget = kv_cache_budget(self.device, config.kv_cache_memory, config.gpu_memory_utilization)
@@ -133,24 +129,28 @@ def _attention_backend(name: str, choice, dtype: torch.dtype) -> str:
     return "sdpa"
 
 
-def _quantization(
-    name: str | None, device: torch.device, dtype: torch.dtype, files, dtype_auto: bool
-) -> str:
-    """'gguf' needs a quantized GGUF and the CPU. auto (None) takes it there for bfloat16, and
-    for float32 when `dtype_auto` chose it (a CPU without native bf16: the small steps then run
-    the quantized kernels in bf16, 3x faster than float32 for batch-1 decode); an explicit
-    float32 stays the exact reference."""
-    usable = (
-        bool(files.quantized)
-        and device.type == "cpu"
+def quant_config(
+    config: EngineConfig, files: ModelFiles, device: torch.device, dtype: torch.dtype
+) -> QuantConfig:
+    """The checkpoint's own quantization unless asked otherwise. A GGUF's Q4/K-quant linears use
+    torch's CPU int4/int8 kernels (bf16 activations) on the CPU in bf16, and in float32 where
+    `auto` chose it (a CPU without native bf16: 3x faster batch-1 decode than dequantizing); an
+    explicit float32 takes the exact dequantize-then-matmul path, as every GPU does."""
+    checkpoint = files.quantization
+    kernels = (
+        device.type == "cpu"
         and hasattr(torch, "_weight_int4pack_mm_for_cpu")  # torch 2.5 and later
+        and (dtype == torch.bfloat16 or (config.dtype == "auto" and dtype == torch.float32))
     )
-    if name is None:
-        wanted = dtype == torch.bfloat16 or (dtype_auto and dtype == torch.float32)
-        return "gguf" if usable and wanted else "none"
-    if name == "gguf" and not usable:
-        raise ValueError("quantization 'gguf' needs a GGUF with quantized weights and the CPU")
-    return name
+    weights = checkpoint.linear_weights if checkpoint is not None else 0
+    quant = resolve(config.quantization, checkpoint, kernels, weights, config.dense_copies)
+    log.info(
+        "quantization %s%s%s",
+        quant.method,
+        ", CPU int4/int8 kernels" if quant.kernels else "",
+        ", dense copies for large steps" if quant.dense_copies else "",
+    )
+    return quant
 
 
 def _checkpoint_dtype(model_config) -> torch.dtype | None:

@@ -14,8 +14,9 @@ from gguf import GGML_QUANT_SIZES, GGUFWriter
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
+from purellm.layers.quant.base import as_float
+from purellm.layers.quant.gguf_method import GGUFRaw
 from purellm.loaders.gguf import load_gguf
-from purellm.loaders.gguf_quants import Q4Weight
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEMPLATE = (
@@ -75,14 +76,16 @@ def raw_tensor(rows: int, cols: int, qtype: Q, seed: int = 0) -> np.ndarray:
     """Data of type `qtype` for a [rows, cols] tensor. K-quants have no quantizer in gguf-py,
     so they get random blocks with sane float16 scales."""
     rng = np.random.default_rng(seed)
-    if qtype not in (Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.Q2_K, Q.IQ4_NL):
+    if qtype not in (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL):
         return quantize(rng.standard_normal((rows, cols)).astype(np.float32), qtype)
     block_elems, block_bytes = GGML_QUANT_SIZES[qtype]
     blocks = rng.integers(0, 256, (rows, cols // block_elems, block_bytes), dtype=np.uint8)
     scales = rng.uniform(0.001, 0.1, (rows, cols // block_elems, 2)).astype(np.float16)
     if qtype in (Q.Q4_K, Q.Q5_K):  # d, dmin lead the block
         blocks[..., :4] = scales.view(np.uint8)  # [rows, n_blocks, 4]
-    elif qtype == Q.Q6_K:  # d ends the block
+    elif qtype == Q.Q2_K:  # d, dmin end the block
+        blocks[..., -4:] = scales.view(np.uint8)  # [rows, n_blocks, 4]
+    elif qtype in (Q.Q3_K, Q.Q6_K):  # d ends the block
         blocks[..., -2:] = scales[..., :1].view(np.uint8)  # [rows, n_blocks, 2]
     return blocks.reshape(rows, -1)  # [rows, n_blocks, block_bytes] -> [rows, row_bytes]
 
@@ -143,7 +146,10 @@ def llama_cpp_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
 
 
 FLOATS = (Q.F32, Q.F16, Q.BF16)
-SUPPORTED = [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+SUPPORTED = [
+    *(Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1),
+    *(Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K),
+]
 
 
 def test_every_supported_type_dequantizes_like_gguf_reference(tmp_path: Path) -> None:
@@ -183,25 +189,24 @@ def test_every_supported_type_dequantizes_like_gguf_reference(tmp_path: Path) ->
     seen_types = set()
     for gguf_name, (raw, qtype) in tensors.items():
         reference = dequantize(raw, qtype).reshape(shapes.get(gguf_name, (hidden,)))  # [out, in]
-        value = streamed[gguf_to_hf(gguf_name)]
-        assert value.dtype == torch.float32 and tuple(value.shape) == reference.shape, gguf_name
+        item = streamed[gguf_to_hf(gguf_name)]
+        if reference.ndim == 2:  # matrices stream as their raw blocks, rows in HF order
+            assert isinstance(item, GGUFRaw) and item.type_name == qtype.name, gguf_name
+            item = item.dequantize()
+        assert item.dtype == torch.float32 and tuple(item.shape) == reference.shape, gguf_name
         if ".attn_q." in gguf_name or ".attn_k." in gguf_name:  # stream is in HF order again
-            value = torch.from_numpy(
-                llama_cpp_permute(value.numpy(), heads if "attn_q" in gguf_name else kv_heads)
+            item = torch.from_numpy(
+                llama_cpp_permute(item.numpy(), heads if "attn_q" in gguf_name else kv_heads)
             )
-        torch.testing.assert_close(value, torch.from_numpy(reference), rtol=0, atol=0)
-        assert torch.isfinite(value).all()
+        torch.testing.assert_close(item, torch.from_numpy(reference), rtol=0, atol=0)
+        assert torch.isfinite(item).all()
         seen_types.add(qtype)
     assert seen_types == set(SUPPORTED)
-    four_bit = {n: w for n, w in model.weights(keep_q4=True) if isinstance(w, Q4Weight)}
-    q4_names = {gguf_to_hf(n) for n, (_, t) in tensors.items() if t in (Q.Q4_0, Q.Q4_1, Q.Q4_K)}
-    assert set(four_bit) == q4_names and q4_names <= model.quantized
-    for name, weight in four_bit.items():  # the 4-bit values give exactly the same weights
-        torch.testing.assert_close(weight.dequantize(), streamed[name], rtol=0, atol=0)
-    assert model.quantized == {gguf_to_hf(n) for n, (_, t) in tensors.items() if t not in FLOATS}
+    types = model.quantization.tensor_types
+    assert types == {gguf_to_hf(n): t.name for n, (a, t) in tensors.items() if a.ndim == 2}
 
 
-@pytest.mark.parametrize("qtype", [Q.Q2_K, Q.IQ4_NL])
+@pytest.mark.parametrize("qtype", [Q.IQ4_NL, Q.TQ1_0, Q.MXFP4])
 def test_unsupported_type_fails_up_front(tmp_path: Path, qtype: Q) -> None:
     tensors = {
         "token_embd.weight": f32(np.zeros((VOCAB, 64))),
@@ -380,7 +385,7 @@ def test_hf_model_round_trips_exactly(tmp_path: Path, arch: str, tied: bool) -> 
     path = write_gguf(tmp_path / f"{arch}.gguf", arch, meta, hf_to_gguf(reference, arch))
 
     model = load_gguf(path)
-    streamed = dict(model.weights())
+    streamed = {name: as_float(tensor) for name, tensor in model.weights()}
     expected = {
         k: v for k, v in reference.state_dict().items() if not (tied and k == "lm_head.weight")
     }
@@ -434,7 +439,7 @@ def test_real_smollm2_gguf() -> None:
 
     shapes = {
         name: tuple(tensor.shape) for name, tensor in model.weights()
-    }  # the one full dequantization
+    }  # matrices as raw blocks, vectors dequantized
     assert shapes["model.embed_tokens.weight"] == (49152, 576)
     assert "lm_head.weight" not in shapes
     assert shapes["model.layers.29.self_attn.k_proj.weight"] == (192, 576)

@@ -4,12 +4,24 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from purellm.platform import PlatformError, preflight
-from purellm.platform.probes import classify
+from purellm.platform.cpu import read_cpu_facts
+from purellm.platform.probes import ProbeOutcome, classify
+from purellm.platform.render import _model as render_model
+from purellm.platform.report import DoctorRequest, model_section, read_model
+from purellm.platform.state import PlatformState, serve_verdict
+from tests.platform.recorded import GIB, MI50, ROCM_BUILD_WITH_GFX906
+from tests.platform.test_memory import (
+    Q4_K_M_32B_GPU_FP16,
+    QWEN25_CODER_32B,
+    write_q4_k_m_gguf,
+    write_sparse_safetensors,
+)
 
 SHIMS = Path(__file__).parent / "shims"
 
@@ -89,6 +101,49 @@ def test_doctor_reports_an_unreadable_model(tmp_path):
     code, report = doctor(str(bogus))
     assert code == 3
     assert "cannot read the model" in report["model"]["problem"]
+
+
+def doctor_on_a_32gb_mi50(model: Path) -> dict:
+    """The doctor's model section on a recorded ROCm machine with an idle 32 GB MI50 (gfx906):
+    the model is read by the real probe subprocess, the GPU facts are recorded ones."""
+    gpu = replace(MI50, free_memory=32 * GIB)
+    state = PlatformState(ProbeOutcome(True), ROCM_BUILD_WITH_GFX906, [gpu], read_cpu_facts(), {})
+    facts = read_model(str(model))
+    checkpoint = facts.get("facts", {}).get("checkpoint_dtype")
+    verdict = serve_verdict(state, "auto", "auto", checkpoint)
+    assert verdict.decision.device == "cuda:0" and verdict.dtype == "float16"
+    return model_section(DoctorRequest(str(model), True), state, verdict, facts)
+
+
+def test_doctor_fits_a_q4_k_m_32b_gguf_on_a_32gb_mi50(tmp_path):
+    path = write_q4_k_m_gguf(tmp_path / "Qwen2.5-Coder-32B-Q4_K_M.gguf", QWEN25_CODER_32B)
+    model = doctor_on_a_32gb_mi50(path)
+    assert model["fits"] is True, model
+    assert model["weight_bytes"] == Q4_K_M_32B_GPU_FP16  # 22.6 GB: blocks, vectors, scratch
+    available = int(32 * GIB * 0.9)
+    assert model["memory_available"] == available
+    assert model["kv_bytes_per_token"] == 2 * 64 * 8 * 128 * 2
+    tokens = (available - model["weight_bytes"]) // model["kv_bytes_per_token"]
+    assert model["kv_tokens"] == tokens == 31709
+    assert "weights 22.61 GB in the GGUF's own blocks" in model["message"]
+    assert f"KV cache {tokens} tokens" in model["message"]
+    assert "tensors" not in model["facts"] and model["facts"]["stored_as"] == "GGUF Q4_K"
+    assert any("fits" in line and "yes" in line for line in render_model(model))
+
+
+def test_doctor_says_an_fp16_32b_does_not_fit_a_32gb_mi50(tmp_path):
+    config = {**QWEN25_CODER_32B, "torch_dtype": "float16"}
+    folder = tmp_path / "Qwen2.5-Coder-32B-Instruct"
+    folder.mkdir()
+    write_sparse_safetensors(folder, config)
+    assert (folder / "model.safetensors").stat().st_blocks * 512 < 1e6  # 65 GB of hole
+    model = doctor_on_a_32gb_mi50(folder)
+    assert model["fits"] is False
+    assert model["facts"]["params"] == 32_763_876_352  # from the safetensors header
+    assert model["weight_bytes"] == 32_763_876_352 * 2
+    assert "does not fit cuda:0" in model["message"]
+    assert "a 4-bit file of this model (a Q4_K_M GGUF, AWQ or GPTQ)" in model["message"]
+    assert "runs as it is" in model["message"] and "that would fit" in model["message"]
 
 
 def test_preflight_raises_the_doctor_message(monkeypatch):
