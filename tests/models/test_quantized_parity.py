@@ -105,6 +105,7 @@ def test_a_gguf_kept_in_its_blocks_decodes_like_it_dequantized(tmp_path, tied):
     assert isinstance(model.model.layers[1].mlp.down_proj.method, GGUFLinearMethod)
     assert model.model.embed_tokens.weight.dtype == torch.uint8
     assert model.lm_head.weight.dtype == torch.uint8
+    assert model.lm_head.method.chunk_values == 256 * 64  # gate/up's size: the head in 2 chunks
     reference = _greedy(_llm(path, quantization="none"), ids)
     assert [_greedy(kept, [i])[0] for i in ids] == reference
     assert _greedy(kept, ids) == reference

@@ -19,6 +19,9 @@ class LayerBuilder:
     def __init__(self, quant: QuantConfig, dtype: torch.dtype, tied: bool = False):
         self.quant, self.dtype, self.tied = quant, dtype, tied
         self.scratch = Scratch()
+        self.largest = 0
+        """Weights of the largest decoder linear built so far: the LM head (built last)
+        dequantizes at most this many at a time, so it adds no scratch of its own."""
 
     def linear(
         self,
@@ -32,6 +35,8 @@ class LayerBuilder:
         checkpoint's names of its shards ('q_proj', 'k_proj', 'v_proj'), if fused."""
         parent = prefix.rpartition(".")[0]
         names = [f"{parent}.{p}.weight" for p in parts] if parts else [f"{prefix}.weight"]
+        if prefix != "lm_head":
+            self.largest = max(self.largest, in_features * sum(output_sizes))
         return Linear(in_features, output_sizes, bias, self._linear_method(prefix, names))
 
     def _linear_method(self, prefix: str, names: list[str]) -> LinearMethod:
@@ -57,7 +62,10 @@ class LayerBuilder:
             return DenseMethod(self.dtype)
         dense_copy = self.quant.dense_copies and not head
         kinds = [types[name] for name in names]
-        return GGUFLinearMethod(kinds, self.scratch, self.dtype, self.quant.kernels, dense_copy)
+        chunk = self.largest if head and self.largest else None
+        return GGUFLinearMethod(
+            kinds, self.scratch, self.dtype, self.quant.kernels, dense_copy, chunk
+        )
 
     def embedding(self, vocab_size: int, hidden_size: int) -> VocabEmbedding:
         kind = self.quant.gguf_type(EMBEDDING)

@@ -5,7 +5,8 @@ The rules mirror the method objects the runner builds (layers/quant/builder.py):
 - `none`: every matrix dense in the model dtype; `int8`: every linear int8 per output row (a
   tied embedding as Q8_0 blocks);
 - `gguf` without kernels (GPUs; an explicit float32 on the CPU): quantized matrices keep the
-  file's bytes, and one shared scratch buffer holds the largest dequantized linear;
+  file's bytes, and one shared scratch buffer holds the largest dequantized decoder linear
+  (the LM head is dequantized in chunks of that size);
 - `gguf` with kernels (the CPU): Q4 linears in torch's int4 layout, other quantized ones int8
   per row, plus dense copies of the decoder linears where `dense_copies`;
 - AWQ/GPTQ/compressed-tensors: packed values with a float32 scale and a uint8 zero per group.
@@ -136,8 +137,20 @@ def gguf_weight_bytes(
         linears = sum(_kernel_bytes(g, quant.dense_copies, dtype_bytes, tied) for g in groups)
         return vectors + table + linears
     linears = sum(_kept_bytes(g, dtype_bytes, tied) for g in groups)
-    scratch = max((g.out * g.inputs * dtype_bytes for g in groups if g.quantized), default=0)
-    return vectors + table + linears + scratch
+    return vectors + table + linears + _scratch_values(groups) * dtype_bytes
+
+
+def _scratch_values(groups: list[_Group]) -> int:
+    """The scratch the dequantize-then-matmul path fills: the largest quantized linear, the
+    LM head at most as many of its rows as the largest decoder linear holds (it goes in
+    chunks)."""
+    largest = max((g.out * g.inputs for g in groups if not g.head), default=0)
+    sizes = [
+        (min(g.out, max(1, largest // g.inputs)) if g.head and largest else g.out) * g.inputs
+        for g in groups
+        if g.quantized
+    ]
+    return max(sizes, default=0)
 
 
 def _embedding_bytes(embedding: TensorInfo | None, dtype_bytes: int, quantized_kept: bool) -> int:

@@ -43,10 +43,15 @@ class GGUFLinearMethod(LinearMethod):
         dtype: torch.dtype,
         kernels: bool = False,
         dense_copy: bool = False,
+        chunk_values: int | None = None,
     ):
-        """`dtype`: the model's; `dense_copy` (with kernels): keep the weight in it too."""
+        """`dtype`: the model's; `dense_copy` (with kernels): keep the weight in it too;
+        `chunk_values` (one shard only: the LM head): dequantize and multiply at most this
+        many weights at a time, so the head needs no more scratch than a decoder linear."""
+        if chunk_values is not None and len(types) != 1:
+            raise ValueError("chunk_values needs a single-shard linear")
         self.types, self.scratch, self.dtype = list(types), scratch, dtype
-        self.kernels, self.dense_copy = kernels, dense_copy
+        self.kernels, self.dense_copy, self.chunk_values = kernels, dense_copy, chunk_values
 
     def create_weights(self, layer: nn.Module) -> None:
         if len(self.types) != len(layer.output_sizes):
@@ -86,15 +91,30 @@ class GGUFLinearMethod(LinearMethod):
         return self.dequantize_into(layer, out)
 
     def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        shape = (layer.out_features, layer.in_features)
-        weight = self.scratch.get(*shape, x.dtype, x.device)  # [out, in]
-        return nn.functional.linear(x, self.dequantize_into(layer, weight), layer.bias)
+        rows, columns = layer.out_features, layer.in_features
+        step = chunk_rows(rows, columns, self.chunk_values)
+        if step == rows:
+            weight = self.scratch.get(rows, columns, x.dtype, x.device)  # [out, in]
+            return nn.functional.linear(x, self.dequantize_into(layer, weight), layer.bias)
+        out = x.new_empty(x.shape[0], rows)  # [M, out]
+        raw = self.shard_raw(layer, 0)
+        for start in range(0, rows, step):
+            end = min(start + step, rows)
+            weight = self.scratch.get(end - start, columns, x.dtype, x.device)  # [chunk, in]
+            dequantize_rows(raw[start:end], self.types[0], columns, out=weight)
+            torch.matmul(x, weight.t(), out=out[:, start:end])
+        return out if layer.bias is None else out + layer.bias
 
     def process_after_loading(self, layer: nn.Module) -> None:
         if self.kernels:
             from purellm.layers.quant.kernels import to_kernel_form
 
             to_kernel_form(layer, self)
+
+
+def chunk_rows(rows: int, columns: int, chunk_values: int | None) -> int:
+    """Rows of a linear dequantized at a time: all, or as many as `chunk_values` holds."""
+    return rows if chunk_values is None else min(rows, max(1, chunk_values // columns))
 
 
 class GGUFEmbeddingMethod(LinearMethod):
