@@ -27,8 +27,9 @@ def main() -> None:
     llm = LLM(args.model, dtype=args.dtype, device="cpu", kv_cache_memory=16 << 20)
     llm.generate([{"prompt_token_ids": [1, 2, 3]}], SamplingParams(max_tokens=1))
     runner = llm.engine.runner
-    methods = [getattr(m, "method", None) for m in runner.model.modules()]
-    scratch = next((m.scratch.buffer for m in methods if hasattr(m, "scratch")), None)
+    modules = list(runner.model.modules())
+    owners = [*(getattr(m, "method", None) for m in modules), *modules]
+    scratch = next((m.scratch.buffer for m in owners if hasattr(m, "scratch")), None)
     named = [*runner.model.named_parameters(), *runner.model.named_buffers()]
     held = {t.data_ptr(): t.numel() * t.element_size() for n, t in named if "rotary" not in n}
     dtype = str(runner.dtype).removeprefix("torch.")

@@ -14,6 +14,15 @@ CORPUS = [
     "Continuous batching lets requests join and leave at every step.",
 ] * 20
 
+QWEN3_MOE = dict(
+    model_type="qwen3_moe",
+    num_key_value_heads=2,
+    head_dim=32,
+    num_experts=8,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    norm_topk_prob=True,
+)
 ARCHITECTURES = {
     "llama": dict(model_type="llama", tie_word_embeddings=True),
     "llama-untied-gqa": dict(model_type="llama", num_key_value_heads=2),
@@ -34,6 +43,21 @@ ARCHITECTURES = {
     "mistral": dict(model_type="mistral", num_key_value_heads=2, sliding_window=None),
     "qwen2": dict(model_type="qwen2", num_key_value_heads=2, tie_word_embeddings=True),
     "qwen3": dict(model_type="qwen3", num_key_value_heads=2, head_dim=32),
+    "qwen3-moe": QWEN3_MOE,
+    "qwen3-moe-top4-dense-layer": {
+        **QWEN3_MOE,
+        "head_dim": 16,
+        "num_experts_per_tok": 4,
+        "norm_topk_prob": False,
+        "mlp_only_layers": [1],
+    },
+    "mixtral": dict(
+        model_type="mixtral",
+        num_key_value_heads=2,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        sliding_window=None,
+    ),
 }
 
 

@@ -53,7 +53,10 @@ SUPPORTED_ARCHITECTURES = {
     "llama": ("llama", "LlamaForCausalLM"),
     "qwen2": ("qwen2", "Qwen2ForCausalLM"),
     "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+    "qwen3moe": ("qwen3_moe", "Qwen3MoeForCausalLM"),
 }
+MIXTRAL = ("mixtral", "MixtralForCausalLM")
+"""llama.cpp writes Mixtral as `llama` with experts."""
 _REQUIRED = object()
 
 
@@ -83,13 +86,15 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
 
 
 def _checkpoint_quant(plan: Plan, tensors: dict[str, GGUFTensor]) -> CheckpointQuant:
-    """Every matrix's type, and how many weights the quantized linears hold."""
+    """Every matrix's (and expert stack's) type, and how many weights the quantized linears
+    hold (experts aside: they never get dense copies)."""
     types, linear_weights = {}, 0
     for name, gguf_name, _ in plan:
         tensor = tensors[gguf_name]
-        if len(tensor.shape) == 2:
+        if len(tensor.shape) >= 2:
             types[name] = tensor.tensor_type.name
-            if types[name] not in GGUF_FLOAT_TYPES and name not in VOCABULARY:
+            quantized = types[name] not in GGUF_FLOAT_TYPES
+            if quantized and len(tensor.shape) == 2 and name not in VOCABULARY:
                 linear_weights += int(tensor.n_elements)
     return CheckpointQuant("gguf", tensor_types=types, linear_weights=linear_weights)
 
@@ -104,6 +109,9 @@ def build_config(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Any:
             f"{', '.join(SUPPORTED_ARCHITECTURES)} (llama also covers Mistral)"
         )
     model_type, hf_class = SUPPORTED_ARCHITECTURES[arch]
+    experts = int(meta.get(f"{arch}.expert_count", 0) or 0)
+    if arch == "llama" and experts:
+        model_type, hf_class = MIXTRAL
 
     def key(suffix: str, default: Any = _REQUIRED) -> Any:
         full = f"{arch}.{suffix}"
@@ -139,7 +147,22 @@ def build_config(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Any:
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
         "dtype": torch.float32,
     }
+    if experts:
+        kwargs.update(_moe_config(key, model_type, experts))
     return LightConfig(model_type=model_type, **kwargs)
+
+
+def _moe_config(key: Any, model_type: str, experts: int) -> dict[str, Any]:
+    """A mixture of experts' config fields (llama.cpp renormalises Qwen3-MoE's top-k)."""
+    used = key("expert_used_count")
+    if model_type == "mixtral":
+        return {"num_local_experts": experts, "num_experts_per_tok": used}
+    return {
+        "num_experts": experts,
+        "num_experts_per_tok": used,
+        "moe_intermediate_size": key("expert_feed_forward_length"),
+        "norm_topk_prob": bool(key("expert_weights_norm", True)),
+    }
 
 
 def _f32(value: float) -> float:
@@ -217,7 +240,7 @@ def _stream(path: Path, plan: Plan) -> WeightStream:
     tensors = {tensor.name: tensor for tensor in header.tensors}
     for name, gguf_name, heads in plan:
         tensor = tensors[gguf_name]
-        if len(tensor.shape) == 2:
+        if len(tensor.shape) >= 2:
             yield name, read_raw(tensor, heads)
         else:
             yield name, read_tensor(tensor, heads)
@@ -233,10 +256,11 @@ def _release(header: GGUFHeader, tensor: GGUFTensor) -> None:
 
 
 def read_raw(tensor: GGUFTensor, unpermute_heads: int | None = None) -> GGUFRaw:
-    """A GGUF matrix as its raw rows in HF layout (a view of the file unless rows move)."""
+    """A GGUF matrix (or stack of experts' matrices) as its raw rows in HF layout (a view of
+    the file unless rows move)."""
     _check_type(tensor)
-    rows, columns = _hf_shape(tensor)
-    data = np.asarray(tensor.data).view(np.uint8).reshape(rows, -1)  # [rows, row_bytes]
+    *stack, rows, columns = _hf_shape(tensor)
+    data = np.asarray(tensor.data).view(np.uint8).reshape(*stack, rows, -1)  # [(E,) rows, bytes]
     with warnings.catch_warnings():  # a view of the read-only memory map; it is only read
         warnings.simplefilter("ignore", UserWarning)
         raw = torch.from_numpy(data)

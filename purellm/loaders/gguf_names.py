@@ -36,6 +36,10 @@ BLOCK = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "ffn_gate_inp": "mlp.gate",  # a mixture of experts' router
+    "ffn_gate_exps": "mlp.experts.gate_proj",  # all experts stacked [experts, out, in]
+    "ffn_up_exps": "mlp.experts.up_proj",
+    "ffn_down_exps": "mlp.experts.down_proj",
 }
 SKIPPED = {"rope_freqs.weight"}
 """Tensors that are not parameters of the HF model (rope_freqs is folded into the config)."""

@@ -7,7 +7,9 @@ shards from the checkpoint's separate tensors through `packed_modules_mapping`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +25,8 @@ class LayerOptions:
     qkv_bias: bool = False
     o_bias: bool = False
     qk_norm: bool = False
+    mlp: Callable[[Any, LayerBuilder, str, int], nn.Module] | None = None
+    """(config, layers, prefix, layer index) -> the layer's feed-forward; None: LlamaMLP."""
 
     @classmethod
     def llama(cls, config) -> LayerOptions:
@@ -98,10 +102,15 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, options: LayerOptions, layers: LayerBuilder, prefix: str):
+    def __init__(
+        self, config, options: LayerOptions, layers: LayerBuilder, prefix: str, index: int
+    ):
         super().__init__()
         self.self_attn = LlamaAttention(config, options, layers, f"{prefix}.self_attn")
-        self.mlp = LlamaMLP(config, layers, f"{prefix}.mlp")
+        if options.mlp is None:
+            self.mlp = LlamaMLP(config, layers, f"{prefix}.mlp")
+        else:
+            self.mlp = options.mlp(config, layers, f"{prefix}.mlp", index)
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
@@ -119,7 +128,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.embed_tokens = layers.embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, options, layers, f"model.layers.{i}")
+            LlamaDecoderLayer(config, options, layers, f"model.layers.{i}", i)
             for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)

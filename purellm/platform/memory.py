@@ -67,7 +67,7 @@ def uses_kernels(device: str, dtype: str, requested_dtype: str = "auto") -> bool
 
 def gguf_quant(model: ModelFacts, kernels: bool) -> QuantConfig:
     """The QuantConfig the runner picks for a GGUF (its own method, dense copies while small)."""
-    types = {t.name: t.kind for t in model.tensors if len(t.shape) == 2}
+    types = {t.name: t.kind for t in model.tensors if len(t.shape) >= 2}
     linear = sum(
         t.numel
         for t in model.tensors

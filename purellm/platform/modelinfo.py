@@ -42,6 +42,8 @@ class ModelFacts:
     """A GGUF's tensors under their Hugging Face names (empty for other models)."""
     config: dict[str, Any] | None = None
     """A Hugging Face folder's config.json (its quantization_config, if any, says how)."""
+    active_params: int | None = None
+    """A mixture of experts: the parameters one token uses (all experts stay resident)."""
 
     def __post_init__(self) -> None:  # tensors come back from the probe's JSON as dicts
         tensors = tuple(
@@ -89,11 +91,17 @@ def gguf_facts(path: Path, name: str) -> ModelFacts:
             weights[kind] = weights.get(kind, 0) + int(tensor.n_elements)
     names = {t.name for t in reader.tensors}
     embedding = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    params = sum(int(t.n_elements) for t in reader.tensors)
+    experts = int(meta.get(f"{arch}.expert_count", 0) or 0)
+    used = int(meta.get(f"{arch}.expert_used_count", 0) or 0)
+    stacked = sum(int(t.n_elements) for t in reader.tensors if "_exps." in t.name)
+    idle = stacked * (experts - used) // experts if experts else 0
     return ModelFacts(
         name=name,
         source=f"GGUF file {path}",
         architecture=arch,
-        params=sum(int(t.n_elements) for t in reader.tensors),
+        params=params,
+        active_params=params - idle if idle else None,
         num_layers=int(meta.get(f"{arch}.block_count", 0)),
         num_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
         head_dim=int(meta.get(f"{arch}.attention.key_length", hidden // max(heads, 1))),
@@ -132,11 +140,14 @@ def hf_facts(folder: Path, name: str) -> ModelFacts:
     heads = int(text.get("num_attention_heads", 1))
     dtype = text.get("dtype") or text.get("torch_dtype") or config.get("torch_dtype")
     stored = f"{quant.method} {quant.bits}-bit" if quant else dtype or "unknown dtype"
+    params = counted or estimate_params(text)
+    idle = idle_expert_params(text)
     return ModelFacts(
         name=name,
         source=f"Hugging Face folder {folder}",
         architecture=(config.get("architectures") or [config.get("model_type", "unknown")])[0],
-        params=counted or estimate_params(text),
+        params=params,
+        active_params=params - idle if idle else None,
         num_layers=int(text.get("num_hidden_layers", 0)),
         num_kv_heads=int(text.get("num_key_value_heads") or heads),
         head_dim=int(text.get("head_dim") or text.get("hidden_size", 0) // max(heads, 1)),
@@ -171,6 +182,28 @@ def estimate_params(config: dict[str, Any]) -> int:
     inter = int(config.get("intermediate_size", 0))
     vocab = int(config.get("vocab_size", 0))
     attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
-    layer = attention + 3 * hidden * inter + 2 * hidden
+    layers = int(config.get("num_hidden_layers", 0))
+    dense = layers * (attention + 3 * hidden * inter + 2 * hidden)
+    experts, _, moe_inter, moe_layers = _moe_shape(config)
+    moe = moe_layers * (experts * 3 * hidden * moe_inter + experts * hidden - 3 * hidden * inter)
     embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
-    return int(config.get("num_hidden_layers", 0)) * layer + embeddings + hidden
+    return dense + moe + embeddings + hidden
+
+
+def idle_expert_params(config: dict[str, Any]) -> int:
+    """A mixture of experts: the expert weights one token does not use (0 if dense)."""
+    experts, top_k, inter, moe_layers = _moe_shape(config)
+    return moe_layers * (experts - top_k) * 3 * int(config.get("hidden_size", 0)) * inter
+
+
+def _moe_shape(config: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(experts, active experts, expert intermediate size, MoE layers); zeros if dense."""
+    experts = int(config.get("num_experts") or config.get("num_local_experts") or 0)
+    if not experts:
+        return 0, 0, 0, 0
+    inter = int(config.get("moe_intermediate_size") or config.get("intermediate_size", 0))
+    step = int(config.get("decoder_sparse_step") or 1)
+    dense = set(config.get("mlp_only_layers") or [])
+    layers = range(int(config.get("num_hidden_layers", 0)))
+    moe_layers = sum(1 for i in layers if i not in dense and (i + 1) % step == 0)
+    return experts, int(config.get("num_experts_per_tok", 0)), inter, moe_layers

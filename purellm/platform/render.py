@@ -119,6 +119,11 @@ def _serve(serve: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _active(facts: dict[str, Any]) -> str:
+    active = facts.get("active_params")
+    return f" ({active / 1e9:.3f}B active per token, all experts resident)" if active else ""
+
+
 def _model(model: dict[str, Any]) -> list[str]:
     if "facts" not in model:
         return [_row("model", "PROBLEM"), *_indent(model["problem"])]
@@ -128,7 +133,7 @@ def _model(model: dict[str, Any]) -> list[str]:
         _row("source", facts["source"]),
         _row(
             "parameters",
-            f"{facts['params'] / 1e9:.3f}B, stored as {facts['stored_as']}, "
+            f"{facts['params'] / 1e9:.3f}B{_active(facts)}, stored as {facts['stored_as']}, "
             f"{facts['file_bytes'] / 1e9:.2f} GB on disk",
         ),
         _row("context", f"{facts['context_length']} tokens"),

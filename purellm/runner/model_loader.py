@@ -4,6 +4,7 @@ time through each parameter's `weight_loader`."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import torch
@@ -51,7 +52,8 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
     started = last_report = time.monotonic()
     loaded = 0
     for name, tensor in files.weights():
-        target, shard = _target(model, name)
+        target, shard, expert = _target(model, name)
+        stacked = target.rpartition(".")[0].endswith(".experts")
         if target not in names:
             if name.startswith("lm_head.") or "rotary_emb" in name:
                 continue  # a tied head's copy, or buffers that are computed
@@ -59,14 +61,20 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
                 f"{files.source}: tensor {name!r} has no place in {type(model).__name__}"
             )
         param = _parameter(model, target, files.source, name)
+        load = getattr(param, "weight_loader", default_loader)
         try:
-            getattr(param, "weight_loader", default_loader)(param, tensor, shard)
+            if expert is None and not stacked:
+                load(param, tensor, shard)
+            else:
+                load(param, tensor, shard, expert=expert)
         except ValueError as error:
             raise ValueError(f"{files.source}: tensor {name!r}: {error}") from error
         module_name = target.rpartition(".")[0]
         slots = pending.get(module_name)
         if slots is not None:  # None: an optional tensor of a module already complete
-            slots.discard((target, shard))
+            if stacked and expert is None:  # all experts at once
+                slots.difference_update({s for s in slots if s[:2] == (target, shard)})
+            slots.discard((target, shard, expert))
             if not slots:
                 _process(model, module_name)
                 del pending[module_name]
@@ -74,7 +82,7 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
         if time.monotonic() - last_report > 2:
             last_report = time.monotonic()
             log.info("loading weights: %d/%d tensors", loaded, expected)
-    missing = sorted(_checkpoint_name(model, n, s) for slots in pending.values() for n, s in slots)
+    missing = sorted(_checkpoint_name(model, *slot) for slots in pending.values() for slot in slots)
     if missing:
         raise ValueError(
             f"{files.source} lacks {len(missing)} tensors, e.g. {', '.join(missing[:3])}"
@@ -100,30 +108,57 @@ def _process(model: nn.Module, module_name: str) -> None:
             method.process_after_loading(module)
 
 
-def _target(model: nn.Module, name: str) -> tuple[str, int | None]:
-    """Checkpoint name -> (parameter name, shard of a fused parameter or None)."""
+_EXPERT = re.compile(r"\.experts\.(?:(\d+)\.)?(\w+)\.weight$")
+"""One expert's projection (`experts.3.gate_proj.weight`) or all experts' stacked (a GGUF's
+`experts.gate_proj.weight`, expert None)."""
+
+
+def _target(model: nn.Module, name: str) -> tuple[str, int | None, int | None]:
+    """Checkpoint name -> (parameter name, shard of a fused parameter, expert), each None
+    where it does not apply."""
+    for checkpoint_part, here in getattr(model, "checkpoint_renames", {}).items():
+        name = name.replace(f".{checkpoint_part}.", f".{here}.")
+    match = _EXPERT.search(name)
+    experts = getattr(model, "expert_mapping", {})
+    if match is not None and match[2] in experts:
+        stacked, shard = experts[match[2]]
+        expert = None if match[1] is None else int(match[1])
+        return f"{name[: match.start()]}.experts.{stacked}", shard, expert
     for checkpoint_part, (fused, shard) in getattr(model, "packed_modules_mapping", {}).items():
         if f".{checkpoint_part}." in name:
-            return name.replace(f".{checkpoint_part}.", f".{fused}."), shard
-    return name, None
+            return name.replace(f".{checkpoint_part}.", f".{fused}."), shard, None
+    return name, None, None
 
 
-def _checkpoint_name(model: nn.Module, name: str, shard: int | None) -> str:
-    """(parameter name, shard) -> the checkpoint's name for it."""
-    for checkpoint_part, (fused, index) in getattr(model, "packed_modules_mapping", {}).items():
-        if index == shard and f".{fused}." in name:
-            return name.replace(f".{fused}.", f".{checkpoint_part}.")
+def _checkpoint_name(model: nn.Module, name: str, shard: int | None, expert: int | None) -> str:
+    """(parameter name, shard, expert) -> the checkpoint's name for it."""
+    if expert is not None:
+        prefix, _, stacked = name.rpartition(".")
+        parts = getattr(model, "expert_mapping", {}).items()
+        part = next(p for p, (fused, index) in parts if (fused, index) == (stacked, shard))
+        name = f"{prefix}.{expert}.{part}.weight"
+    else:
+        mapping = getattr(model, "packed_modules_mapping", {}).items()
+        for checkpoint_part, (fused, index) in mapping:
+            if index == shard and f".{fused}." in name:
+                name = name.replace(f".{fused}.", f".{checkpoint_part}.")
+                break
+    for checkpoint_part, here in getattr(model, "checkpoint_renames", {}).items():
+        name = name.replace(f".{here}.", f".{checkpoint_part}.")
     return name
 
 
-def _expected_slots(model: nn.Module) -> dict[str, set[tuple[str, int | None]]]:
-    """Module name -> the (parameter, shard) slots the checkpoint must fill; a tied LM head's
-    module is listed with none."""
+def _expected_slots(model: nn.Module) -> dict[str, set[tuple[str, int | None, int | None]]]:
+    """Module name -> the (parameter, shard, expert) slots the checkpoint must fill; a tied LM
+    head's module is listed with none."""
     tied = getattr(model, "tie_word_embeddings", False)
-    slots: dict[str, set[tuple[str, int | None]]] = {}
+    slots: dict[str, set[tuple[str, int | None, int | None]]] = {}
     for module_name, module in model.named_modules():
         own = slots.setdefault(module_name, set())
         if tied and module_name == "lm_head":
+            continue
+        if hasattr(module, "expected_slots"):  # stacked experts
+            own.update(module.expected_slots(module_name))
             continue
         sharded = len(getattr(module, "output_sizes", ())) > 1
         for kind, param in module.named_parameters(recurse=False):
@@ -131,7 +166,7 @@ def _expected_slots(model: nn.Module) -> dict[str, set[tuple[str, int | None]]]:
                 continue
             name = f"{module_name}.{kind}" if module_name else kind
             if sharded:
-                own.update((name, i) for i in range(len(module.output_sizes)))
+                own.update((name, i, None) for i in range(len(module.output_sizes)))
             else:
-                own.add((name, None))
+                own.add((name, None, None))
     return {name: own for name, own in slots.items() if own or name == "lm_head"}

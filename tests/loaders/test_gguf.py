@@ -120,6 +120,7 @@ GGUF_BLOCK_NAMES = {
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
+    "mlp.gate": "ffn_gate_inp",
 }
 GGUF_TOP_NAMES = {
     "model.embed_tokens": "token_embd",
@@ -331,6 +332,9 @@ def hf_to_gguf(model: torch.nn.Module, arch: str) -> dict[str, tuple[np.ndarray,
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
         module, kind = name.rsplit(".", 1)
+        if module.endswith(".mlp.experts"):  # transformers' stacked experts [E, out, in]
+            out.update(_experts_to_gguf(module.split(".")[2], kind, tensor.numpy()))
+            continue
         if module in GGUF_TOP_NAMES:
             gguf_name = f"{GGUF_TOP_NAMES[module]}.{kind}"
         else:
@@ -343,6 +347,16 @@ def hf_to_gguf(model: torch.nn.Module, arch: str) -> dict[str, tuple[np.ndarray,
             array = llama_cpp_permute(array, config.num_key_value_heads)
         out[gguf_name] = f32(array)
     return out
+
+
+def _experts_to_gguf(layer: str, kind: str, array: np.ndarray) -> dict:
+    if kind == "down_proj":
+        return {f"blk.{layer}.ffn_down_exps.weight": f32(array)}
+    gate, up = np.split(array, 2, axis=1)  # [E, 2 * inter, hidden] -> 2 x [E, inter, hidden]
+    return {
+        f"blk.{layer}.ffn_gate_exps.weight": f32(gate),
+        f"blk.{layer}.ffn_up_exps.weight": f32(up),
+    }
 
 
 def sub_is(name: str, projection: str) -> bool:

@@ -181,8 +181,8 @@ def _held_bytes(llm: LLM) -> int:
     model = llm.engine.runner.model
     tensors = [*model.named_parameters(), *model.named_buffers()]
     held = {t.data_ptr(): t.numel() * t.element_size() for n, t in tensors if "rotary" not in n}
-    methods = [getattr(m, "method", None) for m in model.modules()]
-    scratch = next((m.scratch for m in methods if hasattr(m, "scratch")), None)
+    owners = [*(getattr(m, "method", None) for m in model.modules()), *model.modules()]
+    scratch = next((m.scratch for m in owners if hasattr(m, "scratch")), None)
     buffer = getattr(scratch, "buffer", None)
     return sum(held.values()) + (0 if buffer is None else buffer.numel())
 

@@ -243,3 +243,33 @@ def test_the_default_gguf_in_kernel_form_on_the_cpu_and_its_own_blocks_on_a_gpu(
     gpu = 30 * q4_1 + norms + embedding + scratch
     assert fit_model(model, "float16", MI50_MEMORY).weight_bytes == gpu
     assert weight_bytes(model, "float32", "cpu", kernels=False) == gpu + norms + scratch
+
+
+QWEN3_CODER_30B_A3B = {
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "model_type": "qwen3_moe",
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "moe_intermediate_size": 768,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "norm_topk_prob": True,
+    "vocab_size": 151936,
+    "max_position_embeddings": 262144,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_a_mixture_of_experts_counts_all_experts_and_shows_the_active_ones(tmp_path):
+    model = hf_facts(_folder(tmp_path, QWEN3_CODER_30B_A3B), "coder")
+    assert 30.5e9 < model.params < 30.6e9  # all 128 experts of 48 layers stay resident
+    assert 3.3e9 < model.active_params < 3.4e9  # 8 of them per token
+    fit = fit_model(model, "float16", MI50_MEMORY)
+    assert not fit.fits and 61e9 < fit.weight_bytes < 61.1e9

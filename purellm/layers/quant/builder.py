@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from purellm.layers.linear import DenseEmbedding, Linear, VocabEmbedding
+from purellm.layers.moe import FusedMoE, MoEOptions
 from purellm.layers.quant.base import DenseMethod, LinearMethod, Scratch
 from purellm.layers.quant.config import GROUP_METHODS, QuantConfig
 from purellm.layers.quant.gguf_method import GGUFEmbeddingMethod, GGUFLinearMethod
@@ -66,6 +67,26 @@ class LayerBuilder:
         return GGUFLinearMethod(
             kinds, self.scratch, self.dtype, self.quant.kernels, dense_copy, chunk
         )
+
+    def moe(self, prefix: str, hidden_size: int, options: MoEOptions) -> FusedMoE:
+        """Experts dense in the model's dtype, or a GGUF's quantized stacks in their blocks."""
+        checkpoint = self.quant.checkpoint
+        if self.quant.method == "gguf":
+            names = [f"{prefix}.experts.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")]
+            kinds = [self.quant.gguf_type(name) for name in names]
+            if all(kinds):
+                from purellm.layers.quant.gguf_experts import GGUFExperts
+
+                experts = GGUFExperts(options, hidden_size, kinds, self.scratch)
+                return FusedMoE(options, hidden_size, self.dtype, experts)
+            if any(kinds):
+                raise ValueError(f"{prefix}: experts stored partly quantized, partly in float")
+        elif checkpoint is not None and self.quant.method != "none":
+            raise ValueError(
+                f"{prefix}: experts stored {checkpoint.method}-quantized are not supported "
+                "yet; use a float or GGUF checkpoint"
+            )
+        return FusedMoE(options, hidden_size, self.dtype)
 
     def embedding(self, vocab_size: int, hidden_size: int) -> VocabEmbedding:
         kind = self.quant.gguf_type(EMBEDDING)

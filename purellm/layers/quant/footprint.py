@@ -125,19 +125,48 @@ def gguf_weight_bytes(
 ) -> int:
     """The weight bytes the runner keeps for a GGUF's tensors under `quant`."""
     vectors = sum(t.numel * dtype_bytes for t in tensors if len(t.shape) < 2)
-    matrices = [t for t in tensors if len(t.shape) >= 2]
+    matrices = [t for t in tensors if len(t.shape) == 2]
+    stacks = [t for t in tensors if len(t.shape) == 3]  # a mixture of experts' [E, out, in]
     embedding = next((t for t in matrices if t.name == EMBEDDING), None)
     groups = linear_groups(matrices, tied)
     if quant.method == "int8":
-        return vectors + _int8_bytes(embedding, groups, dtype_bytes, tied)
+        return (
+            vectors
+            + _int8_bytes(embedding, groups, dtype_bytes, tied)
+            + _dense(stacks, dtype_bytes)
+        )
     if quant.method != "gguf":
-        return vectors + _dense_bytes(embedding, groups, dtype_bytes, tied)
+        return (
+            vectors
+            + _dense_bytes(embedding, groups, dtype_bytes, tied)
+            + _dense(stacks, dtype_bytes)
+        )
     table = _embedding_bytes(embedding, dtype_bytes, quantized_kept=True)
+    experts = sum(t.nbytes if t.quantized else t.numel * dtype_bytes for t in stacks)
+    expert_scratch = _expert_scratch_values(stacks)
     if quant.kernels:
         linears = sum(_kernel_bytes(g, quant.dense_copies, dtype_bytes, tied) for g in groups)
-        return vectors + table + linears
+        return vectors + table + linears + experts + expert_scratch * dtype_bytes
     linears = sum(_kept_bytes(g, dtype_bytes, tied) for g in groups)
-    return vectors + table + linears + _scratch_values(groups) * dtype_bytes
+    scratch = max(_scratch_values(groups), expert_scratch)
+    return vectors + table + linears + experts + scratch * dtype_bytes
+
+
+def _dense(stacks: list[TensorInfo], dtype_bytes: int) -> int:
+    return sum(t.numel * dtype_bytes for t in stacks)
+
+
+def _expert_scratch_values(stacks: list[TensorInfo]) -> int:
+    """Quantized experts are dequantized one at a time into the scratch: gate and up
+    together, then down."""
+    sizes = [
+        t.shape[1]
+        * t.shape[2]
+        * (2 if t.name.endswith(("gate_proj.weight", "up_proj.weight")) else 1)
+        for t in stacks
+        if t.quantized
+    ]
+    return max(sizes, default=0)
 
 
 def _scratch_values(groups: list[_Group]) -> int:

@@ -23,16 +23,17 @@ class GGUFRaw:
     """One GGUF matrix as the file stores it, rows in Hugging Face order."""
 
     data: torch.Tensor
-    """uint8 [rows, row_bytes]."""
+    """uint8 [rows, row_bytes], or [experts, rows, row_bytes] for stacked experts."""
     type_name: str
     columns: int
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.data.shape[0], self.columns)
+    def shape(self) -> tuple[int, ...]:
+        return (*self.data.shape[:-1], self.columns)
 
     def dequantize(self) -> torch.Tensor:
-        return dequantize_rows(self.data, self.type_name, self.columns)  # float32 [rows, cols]
+        rows = self.data.reshape(-1, self.data.shape[-1])  # [all rows, row_bytes]
+        return dequantize_rows(rows, self.type_name, self.columns).view(self.shape)  # float32
 
 
 class GGUFLinearMethod(LinearMethod):
