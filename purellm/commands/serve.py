@@ -63,7 +63,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--chat-template", help="Jinja text or a file; overrides the model's")
     p.add_argument("--generation-config", default="auto", help="auto, vllm, or a folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tool-call-parser", help="hermes, llama3_json (default: from the model)")
+    p.add_argument(
+        "--tool-call-parser", help="hermes, llama3_json, qwen3_coder (default: from the model)"
+    )
     p.add_argument("--enable-auto-tool-choice", action="store_true",
                    help="accepted for vLLM compatibility: tool calls are always parsed when a "
                    "parser is known")  # fmt: skip

@@ -49,6 +49,8 @@ class ChatJob:
     prompt_token_ids: list[int]
     params: SamplingParams
     tool_parser: str | None
+    tools: list[dict] | None
+    """The tools the template was given (a parser may type arguments by their schemas)."""
     starts_in_reasoning: bool
     parse_reasoning: bool
     created: int
@@ -60,7 +62,7 @@ class ChatJob:
         reasoning = None
         if self.parse_reasoning:
             reasoning = ReasoningParser(starts_in_reasoning=self.starts_in_reasoning)
-        tools = get_tool_parser(self.tool_parser)() if self.tool_parser else None
+        tools = get_tool_parser(self.tool_parser)(self.tools) if self.tool_parser else None
         return ChoiceParser(reasoning, tools, self.request.parallel_tool_calls)
 
 
@@ -100,8 +102,10 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
         prompt_token_ids=prompt_token_ids,
         params=sampling_params(state, request, max_tokens, _num_logprobs(request)),
         tool_parser=_tool_parser(state, request, tools),
+        tools=tools,
         starts_in_reasoning=chat_utils.starts_in_reasoning(prompt),
-        parse_reasoning=bool(state.config.reasoning_parser) or state.model_type == "qwen3",
+        parse_reasoning=bool(state.config.reasoning_parser)
+        or state.model_type in ("qwen3", "qwen3_moe"),
         created=int(time.time()),
     )
 

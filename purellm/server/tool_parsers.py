@@ -1,7 +1,8 @@
 """Tool-call parsers for the chat endpoint: split model text into content and OpenAI tool calls.
 
-Two formats: "hermes" (Qwen2.5/Qwen3, Hermes) wraps each call in `<tool_call>...</tool_call>`;
-"llama3_json" (Llama 3.1+) answers with bare JSON objects `{"name": ..., "parameters": ...}`.
+Three formats: "hermes" (Qwen2.5/Qwen3, Hermes) wraps each call in `<tool_call>...</tool_call>`;
+"llama3_json" (Llama 3.1+) answers with bare JSON objects `{"name": ..., "parameters": ...}`;
+"qwen3_coder" (Qwen3-Coder: XML functions and parameters) is in qwen3_coder_parser.py.
 
 Streaming is exact: whatever the chunking, the streamed content is the non-streaming content and
 the fragments of a call add up to its `ToolCall.arguments`. To keep that promise a call is only
@@ -129,9 +130,11 @@ class _JsonScan:
 
 
 class ToolParser:
-    """Splits one choice's model text into content and tool calls; one instance per choice."""
+    """Splits one choice's model text into content and tool calls; one instance per choice.
+    `tools`: the request's tools (`{"type": "function", "function": {...}}`), for formats
+    whose arguments are typed by the tool's schema."""
 
-    def __init__(self) -> None:
+    def __init__(self, tools: list[dict] | None = None) -> None:
         self._calls: list[ToolCall] = []
         self._text = StrippedText()
         self._buf = ""
@@ -176,8 +179,8 @@ class HermesToolParser(ToolParser):
 
     START, END = "<tool_call>", "</tool_call>"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, tools: list[dict] | None = None) -> None:
+        super().__init__(tools)
         self._scan: _JsonScan | None = None  # set while inside a tag
         self._checked = False  # whether the tag's body was seen to start with "{"
 
@@ -257,8 +260,8 @@ class Llama3JsonToolParser(ToolParser):
 
     TAG = "<|python_tag|>"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, tools: list[dict] | None = None) -> None:
+        super().__init__(tools)
         self._mode = "start"  # -> "calls" or "text"
         self._scan: _JsonScan | None = None  # set while inside an object
 
@@ -340,10 +343,14 @@ _PARSERS: dict[str, type[ToolParser]] = {
 
 
 def get_tool_parser(name: str) -> type[ToolParser]:
+    if name == "qwen3_coder":  # its own module, which builds on this one
+        from purellm.server.qwen3_coder_parser import Qwen3CoderToolParser
+
+        return Qwen3CoderToolParser
     try:
         return _PARSERS[name]
     except KeyError:
-        names = ", ".join(sorted(_PARSERS))
+        names = ", ".join(sorted([*_PARSERS, "qwen3_coder"]))
         raise ValueError(f"unknown tool parser {name!r}; choose one of: {names}") from None
 
 
@@ -351,6 +358,8 @@ def tool_parser_for_model(model_type: str, chat_template: str | None) -> str | N
     """The parser that suits a model (its config's model_type and chat template), or None."""
     model_type = (model_type or "").lower()
     template = chat_template or ""
+    if "<function=" in template and "<parameter=" in template:  # Qwen3-Coder's XML calls
+        return "qwen3_coder"
     if model_type.startswith(("qwen2", "qwen3")) or "<tool_call>" in template:
         return "hermes"
     if model_type.startswith("llama") and ("ipython" in template or "tools" in template):
@@ -358,8 +367,10 @@ def tool_parser_for_model(model_type: str, chat_template: str | None) -> str | N
     return None
 
 
-def parse_tool_calls(name: str, text: str) -> tuple[str, list[ToolCall]]:
+def parse_tool_calls(
+    name: str, text: str, tools: list[dict] | None = None
+) -> tuple[str, list[ToolCall]]:
     """Non-streaming: (the text outside calls, stripped; the calls)."""
-    parser = get_tool_parser(name)()
+    parser = get_tool_parser(name)(tools)
     content = parser.feed(text).content + parser.finish().content
     return content, parser.calls

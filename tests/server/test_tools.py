@@ -37,7 +37,9 @@ TOOLS = [
 ]
 
 
-def _job(parallel=True, reasoning=False, starts_in_reasoning=False, n=1) -> ChatJob:
+def _job(
+    parallel=True, reasoning=False, starts_in_reasoning=False, n=1, parser="hermes", tools=None
+) -> ChatJob:
     request = ChatCompletionRequest(
         model=MODEL,
         messages=[{"role": "user", "content": "hi"}],
@@ -51,7 +53,8 @@ def _job(parallel=True, reasoning=False, starts_in_reasoning=False, n=1) -> Chat
         prompt="",
         prompt_token_ids=[1, 2, 3],
         params=SamplingParams(n=n, max_tokens=None),
-        tool_parser="hermes",
+        tool_parser=parser,
+        tools=tools,
         starts_in_reasoning=starts_in_reasoning,
         parse_reasoning=reasoning,
         created=0,
@@ -207,3 +210,21 @@ def test_named_tool_choice_and_none(server):
             max_tokens=4,
         )
         assert out.choices[0].finish_reason in ("length", "stop", "tool_calls")
+
+
+def test_qwen3_coder_calls_are_typed_by_the_request_tools():
+    from tests.server.test_qwen3_coder_parser import TOOLS, call
+
+    text = "Writing.\n" + call("write_to_file", path="a.py", line_count="7", overwrite="false")
+    body = _full(text, parser="qwen3_coder", tools=TOOLS)
+    calls = body["choices"][0]["message"]["tool_calls"]
+    arguments = {"path": "a.py", "line_count": 7, "overwrite": False}
+    assert json.loads(calls[0]["function"]["arguments"]) == arguments
+    assert body["choices"][0]["message"]["content"] == "Writing."
+    chunks = [e["choices"][0] for e in _stream(text, parser="qwen3_coder", tools=TOOLS)[:-2]]
+    streamed = "".join(
+        d.get("function", {}).get("arguments") or ""
+        for c in chunks
+        for d in c["delta"].get("tool_calls", [])
+    )
+    assert json.loads(streamed) == arguments and chunks[-1]["finish_reason"] == "tool_calls"
