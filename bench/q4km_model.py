@@ -19,6 +19,10 @@ Recipe (no download: the Hugging Face hub is not needed):
     python bench/q4km_model.py --out /work/bench-models/llama-1b-random.Q4_K_M.gguf \\
         --quantize-bin /path/to/llama.cpp/build/bin/llama-quantize
 
+With ``--experts 32 --top-k 8 --expert-intermediate 512 --layers 8 --hidden 1024 --heads 16
+--kv-heads 4`` it writes a small Qwen3-MoE (``qwen3moe``: q/k norms, a float32 router, stacked
+F16 experts) instead; ``--keep-f16`` keeps the F16 file for float comparisons.
+
 Random weights give garbage text but the exact compute and memory traffic of a real model of that
 shape, which is all a throughput benchmark needs.
 """
@@ -60,7 +64,8 @@ def tokenizer_fields(path: Path) -> list[tuple[str, object, gguf.GGUFValueType, 
 
 
 def tensor_shapes(args, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
-    """GGUF tensor names with numpy shapes [out, in] (GGUFWriter reverses them to ggml order)."""
+    """GGUF tensor names with numpy shapes [out, in] (GGUFWriter reverses them to ggml order);
+    with --experts, Qwen3-MoE's: q/k norms and stacked experts [experts, out, in]."""
     h, f = args.hidden, args.intermediate
     head_dim = h // args.heads
     kv = args.kv_heads * head_dim
@@ -74,10 +79,23 @@ def tensor_shapes(args, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
             (b + "attn_v.weight", (kv, h)),
             (b + "attn_output.weight", (h, h)),
             (b + "ffn_norm.weight", (h,)),
-            (b + "ffn_gate.weight", (f, h)),
-            (b + "ffn_up.weight", (f, h)),
-            (b + "ffn_down.weight", (h, f)),
         ]
+        if args.experts:
+            e, m = args.experts, args.expert_intermediate
+            shapes += [
+                (b + "attn_q_norm.weight", (head_dim,)),
+                (b + "attn_k_norm.weight", (head_dim,)),
+                (b + "ffn_gate_inp.weight", (e, h)),
+                (b + "ffn_gate_exps.weight", (e, m, h)),
+                (b + "ffn_up_exps.weight", (e, m, h)),
+                (b + "ffn_down_exps.weight", (e, h, m)),
+            ]
+        else:
+            shapes += [
+                (b + "ffn_gate.weight", (f, h)),
+                (b + "ffn_up.weight", (f, h)),
+                (b + "ffn_down.weight", (h, f)),
+            ]
     shapes += [("output_norm.weight", (h,)), ("output.weight", (vocab, h))]
     return shapes
 
@@ -86,11 +104,12 @@ def make_tensor(rng: np.random.Generator, shape: tuple[int, ...], std: float) ->
     if len(shape) == 1:  # RMSNorm weight
         return np.ones(shape, dtype=np.float32)
     out = np.empty(shape, dtype=np.float16)
-    rows = max(1, (1 << 24) // shape[1])  # ~64 MB of float32 at a time
-    for r in range(0, shape[0], rows):
-        chunk = rng.standard_normal((min(rows, shape[0] - r), shape[1]), dtype=np.float32)
+    flat = out.reshape(-1, shape[-1])  # experts' stacks as rows too
+    rows = max(1, (1 << 24) // shape[-1])  # ~64 MB of float32 at a time
+    for r in range(0, flat.shape[0], rows):
+        chunk = rng.standard_normal((min(rows, flat.shape[0] - r), shape[-1]), dtype=np.float32)
         chunk *= std
-        out[r : r + chunk.shape[0]] = chunk
+        flat[r : r + chunk.shape[0]] = chunk
     return out
 
 
@@ -100,8 +119,9 @@ def write_f16(args, path: Path) -> int:
     head_dim = args.hidden // args.heads
     assert args.hidden % args.heads == 0 and args.heads % args.kv_heads == 0
 
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_name(f"purellm random Llama {args.layers}L-{args.hidden}")
+    arch = "qwen3moe" if args.experts else "llama"
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(f"purellm random {arch} {args.layers}L-{args.hidden}")
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     w.add_vocab_size(vocab)
     w.add_context_length(args.context)
@@ -113,13 +133,19 @@ def write_f16(args, path: Path) -> int:
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(args.rope_base)
     w.add_rope_dimension_count(head_dim)
+    if args.experts:
+        w.add_expert_count(args.experts)
+        w.add_expert_used_count(args.top_k)
+        w.add_expert_feed_forward_length(args.expert_intermediate)
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
     for key, val, vtype, sub_type in fields:
         w.add_key_value(key, val, vtype, sub_type)
 
     shapes = tensor_shapes(args, vocab)
     n_params = 0
     for name, shape in shapes:
-        dtype = np.float32 if len(shape) == 1 else np.float16
+        dtype = np.float32 if len(shape) == 1 or "gate_inp" in name else np.float16
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         w.add_tensor_info(name, shape, np.dtype(dtype), nbytes)
         n_params += int(np.prod(shape))
@@ -129,8 +155,9 @@ def write_f16(args, path: Path) -> int:
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     rng = np.random.default_rng(args.seed)
-    for _, shape in shapes:
-        w.write_tensor_data(make_tensor(rng, shape, args.std))
+    for name, shape in shapes:
+        tensor = make_tensor(rng, shape, args.std)
+        w.write_tensor_data(tensor.astype(np.float32) if "gate_inp" in name else tensor)
     w.close()
     return n_params
 
@@ -151,6 +178,9 @@ def main() -> None:
     p.add_argument("--quant-type", default="Q4_K_M", help="llama-quantize type")
     p.add_argument("--threads", type=int, default=2, help="llama-quantize threads")
     p.add_argument("--tokenizer-gguf", type=Path, default=None, help="default: SmolLM2's GGUF")
+    p.add_argument("--experts", type=int, default=0, help="a Qwen3-MoE with this many experts")
+    p.add_argument("--top-k", type=int, default=8, help="experts per token (with --experts)")
+    p.add_argument("--expert-intermediate", type=int, default=512)
     p.add_argument("--keep-f16", action="store_true", help="keep the F16 intermediate")
     args = p.parse_args()
     args.tokenizer_gguf = args.tokenizer_gguf or tokenizer_gguf()

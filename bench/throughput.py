@@ -127,10 +127,26 @@ def hf_model(llm: LLM):
     files = llm.engine.files
     config = transformers_config(files.config)
     model = AutoModelForCausalLM.from_config(config, dtype=llm.engine.runner.dtype)
-    state = dict(files.weights())
-    model.load_state_dict(state, strict=False)
+    state = hf_state(files.weights())
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(f"transformers' model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.tie_weights()
     return model.eval()
+
+
+def hf_state(weights) -> dict[str, torch.Tensor]:
+    """purellm's checkpoint stream as transformers' state dict: GGUF blocks dequantized, a GGUF's
+    stacked experts fused as transformers 5 keeps them (`experts.gate_up_proj`)."""
+    from purellm.layers.quant.base import as_float
+
+    state = {name: as_float(tensor) for name, tensor in weights}
+    for name in [n for n in state if n.endswith(".experts.gate_proj.weight")]:
+        prefix = name.removesuffix(".gate_proj.weight")
+        up = state.pop(f"{prefix}.up_proj.weight")
+        state[f"{prefix}.gate_up_proj"] = torch.cat((state.pop(name), up), dim=1)  # [E, 2I, H]
+        state[f"{prefix}.down_proj"] = state.pop(f"{prefix}.down_proj.weight")
+    return state
 
 
 @torch.inference_mode()

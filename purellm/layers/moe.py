@@ -59,12 +59,12 @@ class Experts(nn.Module):
         rows.copy_(tensor)
 
     def gate_up(self, expert: int, x: torch.Tensor) -> torch.Tensor:
-        """[2 * inter, hidden] of `expert`, in `x`'s dtype."""
-        return self.w13[expert]
+        """x [n, hidden] -> [n, 2 * inter] through `expert`'s gate and up projections."""
+        return nn.functional.linear(x, self.w13[expert])
 
     def down(self, expert: int, x: torch.Tensor) -> torch.Tensor:
-        """[hidden, inter] of `expert`."""
-        return self.w2[expert]
+        """x [n, inter] -> [n, hidden]."""
+        return nn.functional.linear(x, self.w2[expert])
 
     def expected_slots(self, prefix: str) -> set[tuple[str, int | None, int]]:
         """(parameter, shard, expert) for every checkpoint tensor the experts need."""
@@ -85,11 +85,9 @@ class Experts(nn.Module):
         for expert, count in enumerate(counts):
             if count:
                 end = start + count
-                gate_up = nn.functional.linear(rows[start:end], self.gate_up(expert, x))
-                gate, up = gate_up.chunk(2, dim=-1)  # [count, inter] each
-                act = nn.functional.silu(gate) * up
-                out[start:end] = nn.functional.linear(act, self.down(expert, x))
-                start = end
+                gate, up = self.gate_up(expert, rows[start:end]).chunk(2, dim=-1)
+                out[start:end] = self.down(expert, nn.functional.silu(gate) * up)
+                start = end  # gate, up [count, inter]
         scaled = out * weights.reshape(-1)[order, None]  # [T * top_k, hidden]
         return torch.zeros_like(x).index_add_(0, tokens, scaled.to(x.dtype))
 

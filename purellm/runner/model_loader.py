@@ -103,9 +103,11 @@ def _parameter(model: nn.Module, target: str, source: str, name: str) -> nn.Para
 def _process(model: nn.Module, module_name: str) -> None:
     module = model.get_submodule(module_name)
     method = getattr(module, "method", None)
-    if method is not None:
-        with torch.no_grad():
+    with torch.no_grad():
+        if method is not None:
             method.process_after_loading(module)
+        elif hasattr(module, "process_after_loading"):  # stacked experts
+            module.process_after_loading()
 
 
 _EXPERT = re.compile(r"\.experts\.(?:(\d+)\.)?(\w+)\.weight$")

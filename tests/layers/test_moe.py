@@ -78,3 +78,42 @@ def test_expert_loader_fills_gate_up_and_down_rows():
 def test_bad_options():
     with pytest.raises(ValueError, match="top_k 9"):
         MoEOptions(8, 9, 32, True)
+
+
+@pytest.mark.parametrize(("kind", "form"), [("Q4_0", "KernelInt4"), ("Q8_0", "KernelInt8")])
+@pytest.mark.parametrize("tokens", [1, 3, 40])
+def test_gguf_experts_in_cpu_kernel_form_stay_close_to_their_blocks(kind, form, tokens):
+    from gguf import GGMLQuantizationType as Q
+    from gguf.quants import quantize
+
+    from purellm.layers.quant.base import Scratch
+    from purellm.layers.quant.gguf_experts import GGUFExperts
+    from purellm.layers.quant.gguf_method import GGUFRaw
+
+    options = MoEOptions(EXPERTS, 2, INTER, True)
+    qtype = getattr(Q, kind)
+    generator = torch.Generator().manual_seed(0)
+    stacks = [
+        torch.randn(EXPERTS, INTER, HIDDEN, generator=generator) * 0.2,
+        torch.randn(EXPERTS, INTER, HIDDEN, generator=generator) * 0.2,
+        torch.randn(EXPERTS, HIDDEN, INTER, generator=generator) * 0.2,
+    ]
+    built = []
+    for kernels in (False, True):
+        experts = GGUFExperts(options, HIDDEN, [kind] * 3, Scratch(), kernels)
+        for (param, shard), stack in zip(
+            ((experts.w13, 0), (experts.w13, 1), (experts.w2, None)), stacks, strict=True
+        ):
+            raw = torch.from_numpy(quantize(stack.numpy(), qtype))  # [E, rows, row_bytes]
+            param.weight_loader(param, GGUFRaw(raw, kind, stack.shape[-1]), shard)
+        experts.process_after_loading()
+        built.append(experts)
+    portable, kernel = built
+    assert type(kernel.forms[0]).__name__ == form and not hasattr(kernel, "w13")
+    x = torch.randn(tokens, HIDDEN, generator=generator)
+    ids = torch.randint(0, EXPERTS, (tokens, 2), generator=generator)
+    weights = torch.full((tokens, 2), 0.5)
+    with torch.no_grad():
+        expected = portable(x, ids, weights)
+        got = kernel(x.bfloat16(), ids, weights.bfloat16()).float()
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05 * expected.abs().max().item())

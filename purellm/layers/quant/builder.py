@@ -77,7 +77,7 @@ class LayerBuilder:
             if all(kinds):
                 from purellm.layers.quant.gguf_experts import GGUFExperts
 
-                experts = GGUFExperts(options, hidden_size, kinds, self.scratch)
+                experts = GGUFExperts(options, hidden_size, kinds, self.scratch, self.quant.kernels)
                 return FusedMoE(options, hidden_size, self.dtype, experts)
             if any(kinds):
                 raise ValueError(f"{prefix}: experts stored partly quantized, partly in float")

@@ -142,18 +142,46 @@ def gguf_weight_bytes(
             + _dense(stacks, dtype_bytes)
         )
     table = _embedding_bytes(embedding, dtype_bytes, quantized_kept=True)
-    experts = sum(t.nbytes if t.quantized else t.numel * dtype_bytes for t in stacks)
-    expert_scratch = _expert_scratch_values(stacks)
     if quant.kernels:
         linears = sum(_kernel_bytes(g, quant.dense_copies, dtype_bytes, tied) for g in groups)
-        return vectors + table + linears + experts + expert_scratch * dtype_bytes
+        return vectors + table + linears + _kernel_expert_bytes(stacks, dtype_bytes)
+    experts = sum(t.nbytes if t.quantized else t.numel * dtype_bytes for t in stacks)
     linears = sum(_kept_bytes(g, dtype_bytes, tied) for g in groups)
-    scratch = max(_scratch_values(groups), expert_scratch)
+    scratch = max(_scratch_values(groups), _expert_scratch_values(stacks))
     return vectors + table + linears + experts + scratch * dtype_bytes
 
 
 def _dense(stacks: list[TensorInfo], dtype_bytes: int) -> int:
     return sum(t.numel * dtype_bytes for t in stacks)
+
+
+def _kernel_expert_bytes(stacks: list[TensorInfo], dtype_bytes: int) -> int:
+    """With the CPU kernels each expert's gate/up and down matrices are int4 (all Q4 types,
+    rows a multiple of 16, inputs of the int4 group) or int8 per row; float ones dense."""
+    total = 0
+    for layer in {t.name.rpartition(".experts.")[0] for t in stacks}:
+        parts = {
+            t.name.rpartition(".")[0].rpartition(".")[2]: t
+            for t in stacks
+            if t.name.startswith(f"{layer}.experts.")
+        }
+        for names in (("gate_proj", "up_proj"), ("down_proj",)):
+            shards = [parts[n] for n in names]
+            experts, rows, columns = (
+                shards[0].shape[0],
+                sum(t.shape[1] for t in shards),
+                shards[0].shape[2],
+            )
+            if not shards[0].quantized:
+                total += experts * rows * columns * dtype_bytes
+                continue
+            q4 = (
+                all(t.kind in Q4_TYPES for t in shards)
+                and rows % 16 == 0
+                and columns % KERNEL_GROUP == 0
+            )
+            total += experts * (int4_bytes if q4 else int8_bytes)(rows, columns)
+    return total
 
 
 def _expert_scratch_values(stacks: list[TensorInfo]) -> int:

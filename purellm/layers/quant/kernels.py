@@ -110,6 +110,34 @@ def _half(blocks: torch.Tensor, start: int) -> torch.Tensor:
     return pair.view(torch.float16).squeeze(-1).float()
 
 
+@torch.no_grad()
+def fill_int4(packed: torch.Tensor, pairs: torch.Tensor, rows) -> None:
+    """Fill torch's CPU int4 form, `packed` uint8 [out, in / 2] and `pairs` [groups, out, 2]
+    (scale, zero), from `rows(start, end)` -> (q, scales, mins) as Int4Kernel.create takes."""
+    out, inputs = packed.shape[0], packed.shape[1] * 2
+    step = convert_rows(inputs)
+    for start in range(0, out, step):
+        end = min(start + step, out)
+        q, scales, mins = rows(start, end)
+        q32 = q.to(torch.int32).contiguous()
+        packed[start:end] = torch._convert_weight_to_int4pack_for_cpu(q32, 1)
+        zeros = mins + 8 * scales  # torch's convention: w = (q - 8) * scale + zero
+        pairs[:, start:end] = torch.stack((scales, zeros), dim=-1).transpose(0, 1)
+        # [rows, groups, 2] -> [groups, rows, 2]
+
+
+@torch.no_grad()
+def fill_int8(qweight: torch.Tensor, scales: torch.Tensor, rows) -> None:
+    """Fill per-row int8 `qweight` [out, in] and `scales` [out] from `rows(start, end)` -> the
+    float weight's rows, a few at a time."""
+    out, inputs = qweight.shape
+    step = convert_rows(inputs)
+    for start in range(0, out, step):
+        end = min(start + step, out)
+        q, part = quantize_int8(rows(start, end), inputs, scales.dtype)
+        qweight[start:end], scales[start:end] = q, part.view(-1)
+
+
 class Int4Kernel(LinearMethod):
     def __init__(self, group_size: int = GROUP):
         self.group_size = group_size
@@ -126,15 +154,7 @@ class Int4Kernel(LinearMethod):
         out, inputs = layer.out_features, layer.in_features
         packed = torch.empty(out, inputs // 2, dtype=torch.uint8)
         pairs = torch.empty(inputs // self.group_size, out, 2, dtype=KERNEL_DTYPE)
-        step = convert_rows(inputs)
-        for start in range(0, out, step):
-            end = min(start + step, out)
-            q, scales, mins = rows(start, end)
-            q32 = q.to(torch.int32).contiguous()
-            packed[start:end] = torch._convert_weight_to_int4pack_for_cpu(q32, 1)
-            zeros = mins + 8 * scales  # torch's convention: w = (q - 8) * scale + zero
-            pairs[:, start:end] = torch.stack((scales, zeros), dim=-1).transpose(0, 1)
-            # [rows, groups, 2] -> [groups, rows, 2]
+        fill_int4(packed, pairs, rows)
         layer.register_buffer("packed", packed)
         layer.register_buffer("scales_zeros", pairs)  # [groups, out, 2]
 
@@ -168,11 +188,7 @@ class Int8Kernel(LinearMethod):
         dtype = KERNEL_DTYPE if device.type == "cpu" else self.dtype
         qweight = torch.empty(out, inputs, dtype=torch.int8, device=device)
         scales = torch.empty(out, dtype=dtype, device=device)
-        step = convert_rows(inputs)
-        for start in range(0, out, step):
-            end = min(start + step, out)
-            q, part = quantize_int8(rows(start, end), inputs, dtype)
-            qweight[start:end], scales[start:end] = q, part.view(-1)
+        fill_int8(qweight, scales, rows)
         layer.register_buffer("qweight", qweight)
         layer.register_buffer("scales", scales)  # [out]
 
