@@ -136,12 +136,15 @@ class KernelInt4(nn.Module):
         self.register_buffer("packed", torch.empty(experts, rows, columns // 2, dtype=torch.uint8))
         pairs = torch.empty(experts, columns // GROUP, rows, 2, dtype=KERNEL_DTYPE)
         self.register_buffer("scales_zeros", pairs)  # [experts, groups, rows, 2]
+        self.views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def fill(self, expert: int, rows) -> None:
         fill_int4(self.packed[expert], self.scales_zeros[expert], rows)
 
     def apply(self, expert: int, x: torch.Tensor) -> torch.Tensor:
-        packed, pairs = self.packed[expert], self.scales_zeros[expert]
+        if self.views is None:  # each expert's (packed, pairs), indexed once, not every call
+            self.views = list(zip(self.packed.unbind(0), self.scales_zeros.unbind(0), strict=True))
+        packed, pairs = self.views[expert]
         out = torch._weight_int4pack_mm_for_cpu(x.to(KERNEL_DTYPE), packed, GROUP, pairs)
         return out.to(x.dtype)
 
@@ -154,12 +157,15 @@ class KernelInt8(nn.Module):
         super().__init__()
         self.register_buffer("qweight", torch.empty(experts, rows, columns, dtype=torch.int8))
         self.register_buffer("scales", torch.empty(experts, rows, dtype=KERNEL_DTYPE))
+        self.views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def fill(self, expert: int, rows) -> None:
         fill_int8(self.qweight[expert], self.scales[expert], rows)
 
     def apply(self, expert: int, x: torch.Tensor) -> torch.Tensor:
-        qweight, scales = self.qweight[expert], self.scales[expert]
+        if self.views is None:
+            self.views = list(zip(self.qweight.unbind(0), self.scales.unbind(0), strict=True))
+        qweight, scales = self.views[expert]
         if x.shape[0] <= SMALL_BATCH:
             return torch._weight_int8pack_mm(x.to(scales.dtype), qweight, scales).to(x.dtype)
         return nn.functional.linear(x, qweight.to(x.dtype)) * scales.to(x.dtype)
