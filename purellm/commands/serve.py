@@ -158,10 +158,20 @@ def banner(state) -> str:
         f"  device {runner.device}, dtype {dtype}, quantization {runner.quantization}, "
         f"context {limit:,} tokens",
         f"  KV cache: {capacity:,} tokens = {capacity / limit:.1f} full-length sequences",
+        *_experts_line(engine.files.config),
         f"  OpenAI base URL: {base_url(config.host, config.port)}   model: {state.model_name}",
         f"  API key: {'required' if config.api_keys else 'none (any key is accepted)'}",
     ]
     return "\n".join(lines)
+
+
+def _experts_line(config) -> list[str]:
+    """A mixture of experts: how many experts, how many a token uses (all stay resident)."""
+    experts = getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None)
+    if not experts:
+        return []
+    used = getattr(config, "num_experts_per_tok", "?")
+    return [f"  mixture of experts: {experts} experts, {used} active per token, all resident"]
 
 
 def run(args: argparse.Namespace) -> int:

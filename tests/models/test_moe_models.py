@@ -135,3 +135,15 @@ def test_doctor_counts_a_gguf_moe_as_the_runner_holds_it(tmp_path, dtype):
         facts, str(runner.dtype).removeprefix("torch."), "cpu", runner.quant.kernels
     )
     assert _held_bytes(llm) == expected
+
+
+def test_serve_banner_names_the_experts(tmp_path):
+    from tests.server.remote import RemoteServer
+
+    folder = write_checkpoint(tmp_path / "moe", "qwen3-moe")
+    server = RemoteServer([str(folder), "--dtype", "float32", "--kv-cache-memory", "4MiB"])
+    try:
+        server.health_codes()
+        assert "mixture of experts: 8 experts, 2 active per token, all resident" in server.output
+    finally:
+        server.stop()
