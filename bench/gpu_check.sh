@@ -4,6 +4,8 @@
 # Qwen3-0.6B-shaped throughput benchmark against transformers; prints a table. Needs no model
 # download. Run from anywhere:
 #   bash bench/gpu_check.sh            (record the table in BENCHMARKS.md with card and date)
+#   GPU_BIG=1 bash bench/gpu_check.sh  (also a random Q4_K_M Qwen2.5-32B and Qwen3-30B-A3B
+#                                       under a 32 GB cap: ~19 GB of disk each, minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -30,6 +32,13 @@ sys.exit("triton imported")'
 step "gpu tests" 120 "$PY" -m pytest -q -m gpu tests/platform/test_device.py
 step "greedy parity fp32" 240 "$PY" bench/gpu_parity.py --device cuda
 step "qwen3-0.6b bench" "${BENCH_LIMIT:-420}" "$PY" bench/gpu_bench.py --device cuda
+if [ "${GPU_BIG:-0}" = 1 ]; then  # issues 12 and 13: 4-bit 32B and Qwen3-30B-A3B, 32 GB cap
+    for shape in qwen2.5-32b qwen3-30b-a3b; do
+        step "$shape q4_k_m" "${BIG_LIMIT:-480}" "$PY" bench/gpu_big.py --shape "$shape" \
+            --out "${BIG_DIR:-/tmp}/$shape.gguf"
+        rm -f "${BIG_DIR:-/tmp}/$shape.gguf"
+    done
+fi
 
 echo
 echo "card: $("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")' 2>/dev/null)"

@@ -67,17 +67,17 @@ def tensor_shapes(args, vocab: int) -> list[tuple[str, tuple[int, ...]]]:
     """GGUF tensor names with numpy shapes [out, in] (GGUFWriter reverses them to ggml order);
     with --experts, Qwen3-MoE's: q/k norms and stacked experts [experts, out, in]."""
     h, f = args.hidden, args.intermediate
-    head_dim = h // args.heads
-    kv = args.kv_heads * head_dim
+    head_dim = getattr(args, "head_dim", None) or h // args.heads
+    q, kv = args.heads * head_dim, args.kv_heads * head_dim
     shapes = [("token_embd.weight", (vocab, h))]
     for i in range(args.layers):
         b = f"blk.{i}."
         shapes += [
             (b + "attn_norm.weight", (h,)),
-            (b + "attn_q.weight", (h, h)),
+            (b + "attn_q.weight", (q, h)),
             (b + "attn_k.weight", (kv, h)),
             (b + "attn_v.weight", (kv, h)),
-            (b + "attn_output.weight", (h, h)),
+            (b + "attn_output.weight", (h, q)),
             (b + "ffn_norm.weight", (h,)),
         ]
         if args.experts:

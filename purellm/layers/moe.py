@@ -96,10 +96,10 @@ class Experts(nn.Module):
     def _one_token(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor):
         """A decode step of one sequence: its experts in increasing id order, summed as the
         general path's index_add_ sums them (fewer ops: no sort, count or scatter)."""
-        order = sorted(range(ids.shape[1]), key=ids[0].tolist().__getitem__)
+        chosen = ids[0].tolist()  # the one host sync
         total = None
-        for k in order:
-            expert = int(ids[0, k])
+        for k in sorted(range(len(chosen)), key=chosen.__getitem__):
+            expert = chosen[k]
             gate, up = self.gate_up(expert, x).chunk(2, dim=-1)  # [1, inter] each
             part = (self.down(expert, nn.functional.silu(gate) * up) * weights[0, k]).to(x.dtype)
             total = part if total is None else total + part

@@ -273,3 +273,66 @@ def test_a_mixture_of_experts_counts_all_experts_and_shows_the_active_ones(tmp_p
     assert 3.3e9 < model.active_params < 3.4e9  # 8 of them per token
     fit = fit_model(model, "float16", MI50_MEMORY)
     assert not fit.fits and 61e9 < fit.weight_bytes < 61.1e9
+
+
+def write_qwen3_moe_q4_k_m_gguf(path, config):
+    """A Qwen3-MoE Q4_K_M-style GGUF's header and tensor table (Q6_K for the output and every
+    other layer's down experts), the data a hole."""
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    kv, head_dim = config["num_key_value_heads"], config["head_dim"]
+    experts, inter = config["num_experts"], config["moe_intermediate_size"]
+    writer = GGUFWriter(str(path), "qwen3moe")
+    meta = {
+        "block_count": config["num_hidden_layers"],
+        "context_length": config["max_position_embeddings"],
+        "embedding_length": hidden,
+        "feed_forward_length": config["intermediate_size"],
+        "attention.head_count": heads,
+        "attention.head_count_kv": kv,
+        "attention.key_length": head_dim,
+        "expert_count": experts,
+        "expert_used_count": config["num_experts_per_tok"],
+        "expert_feed_forward_length": inter,
+    }
+    for key, value in meta.items():
+        writer.add_uint32(f"qwen3moe.{key}", value)
+    shapes = [("token_embd.weight", (config["vocab_size"], hidden), Q.Q4_K)]
+    for i in range(config["num_hidden_layers"]):
+        down = Q.Q6_K if i % 2 == 0 else Q.Q4_K
+        shapes += [
+            (f"blk.{i}.attn_norm.weight", (hidden,), Q.F32),
+            (f"blk.{i}.ffn_norm.weight", (hidden,), Q.F32),
+            (f"blk.{i}.attn_q_norm.weight", (head_dim,), Q.F32),
+            (f"blk.{i}.attn_k_norm.weight", (head_dim,), Q.F32),
+            (f"blk.{i}.attn_q.weight", (heads * head_dim, hidden), Q.Q4_K),
+            (f"blk.{i}.attn_k.weight", (kv * head_dim, hidden), Q.Q4_K),
+            (f"blk.{i}.attn_v.weight", (kv * head_dim, hidden), Q.Q6_K),
+            (f"blk.{i}.attn_output.weight", (hidden, heads * head_dim), Q.Q4_K),
+            (f"blk.{i}.ffn_gate_inp.weight", (experts, hidden), Q.F32),
+            (f"blk.{i}.ffn_gate_exps.weight", (experts, inter, hidden), Q.Q4_K),
+            (f"blk.{i}.ffn_up_exps.weight", (experts, inter, hidden), Q.Q4_K),
+            (f"blk.{i}.ffn_down_exps.weight", (experts, hidden, inter), down),
+        ]
+    shapes += [("output_norm.weight", (hidden,), Q.F32)]
+    shapes += [("output.weight", (config["vocab_size"], hidden), Q.Q6_K)]
+    data = 0
+    for name, shape, kind in shapes:
+        block, size = GGML_QUANT_SIZES[kind]
+        nbytes = int(np.prod(shape)) // block * size
+        writer.add_tensor_info(name, shape, np.dtype(np.float32), nbytes, raw_dtype=kind)
+        data += -(-nbytes // 32) * 32
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    os.truncate(path, -(-path.stat().st_size // 32) * 32 + data)
+    return path
+
+
+def test_a_q4_k_m_qwen3_coder_30b_a3b_fits_a_32gb_mi50(tmp_path):
+    path = write_qwen3_moe_q4_k_m_gguf(tmp_path / "coder.gguf", QWEN3_CODER_30B_A3B)
+    model = read_model_facts(str(path))
+    assert 30.5e9 < model.params < 30.6e9 and 3.3e9 < model.active_params < 3.4e9
+    fit = fit_model(model, "float16", MI50_MEMORY)
+    assert fit.fits and 17e9 < fit.weight_bytes < 19e9
+    assert fit.kv_tokens > 100_000  # 96 KiB a token: a long context beside the weights
