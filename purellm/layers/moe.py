@@ -90,8 +90,8 @@ class Experts(nn.Module):
                 gate, up = self.gate_up(expert, rows[start:end]).chunk(2, dim=-1)
                 out[start:end] = self.down(expert, nn.functional.silu(gate) * up)
                 start = end  # gate, up [count, inter]
-        scaled = out * weights.reshape(-1)[order, None]  # [T * top_k, hidden]
-        return torch.zeros_like(x).index_add_(0, tokens, scaled.to(x.dtype))
+        out.mul_(weights.reshape(-1)[order, None])  # computed in the weights' dtype, as HF
+        return torch.zeros_like(x).index_add_(0, tokens, out)
 
     def _one_token(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor):
         """A decode step of one sequence: its experts in increasing id order, summed as the

@@ -65,16 +65,15 @@ def _tiny_moe(model_type: str):
 
 
 def _gguf(model, model_type: str, path, qtype=None):
-    """The model as llama.cpp writes it (Mixtral as `llama` with experts), experts in
-    `qtype` when given."""
+    """The model as llama.cpp writes it (Mixtral as `llama` with experts): in F32, with every
+    matrix in F16, or with the experts in another `qtype`."""
     from gguf.quants import quantize
 
     arch = "llama" if model_type == "mixtral" else "qwen3moe"
     tensors = hf_to_gguf(model, arch)
-    if qtype is not None:
-        for name, (array, _) in tensors.items():
-            if "_exps" in name:
-                tensors[name] = (quantize(array, qtype), qtype)
+    for name, (array, _) in tensors.items():
+        if qtype == Q.F16 and array.ndim >= 2 or qtype is not None and "_exps" in name:
+            tensors[name] = (quantize(array, qtype), qtype)
     meta = {**LLAMA_META, "expert_count": 8, "expert_used_count": 2}
     if arch == "llama":  # Mixtral's feed_forward_length is its experts'
         meta["feed_forward_length"] = 32
@@ -109,6 +108,12 @@ def test_a_gguf_moe_decodes_like_transformers_and_keeps_its_quantized_experts(tm
     options = dict(dtype="float32", device="cpu", kv_cache_memory=4 << 20)
     floats = LLM(str(_gguf(model, model_type, tmp_path / "f32.gguf")), **options)
     assert _greedy(floats, IDS) == expected
+    with torch.no_grad():  # F16 matrices: transformers on the same rounded weights
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.copy_(param.half().float())
+    halves = LLM(str(_gguf(model, model_type, tmp_path / "f16.gguf", Q.F16)), **options)
+    assert _greedy(halves, IDS) == [_hf_greedy(model, i, 10) for i in IDS]
     path = _gguf(model, model_type, tmp_path / "q8.gguf", Q.Q8_0)
     kept = LLM(str(path), **options)
     experts = kept.engine.runner.model.model.layers[0].mlp.experts
