@@ -20,6 +20,8 @@ class EngineConfig:
     block_size: int = 16
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
+    max_n: int = 16
+    """The most choices (`n`) one request may ask for."""
     kv_cache_memory: int | None = None
     """KV-cache bytes; None: 2 GiB on CPU, `gpu_memory_utilization` on GPUs."""
     gpu_memory_utilization: float = 0.9
@@ -48,6 +50,7 @@ class EngineConfig:
             (self.block_size >= 1, "block_size must be positive"),
             (self.max_num_seqs >= 1, "max_num_seqs must be positive"),
             (self.max_num_batched_tokens >= 1, "max_num_batched_tokens must be positive"),
+            (self.max_n >= 1, "max_n must be positive"),
             (self.max_model_len is None or self.max_model_len >= 2, "max_model_len too small"),
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "kv_cache_memory <= 0"),
             (0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization must be in (0, 1]"),

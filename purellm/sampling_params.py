@@ -59,6 +59,10 @@ class SamplingParams:
             ),
             (self.logprobs is None or self.logprobs >= 0, "logprobs must be non-negative"),
             (all(s for s in self.stop), "stop strings must not be empty"),
+            (
+                self.seed is None or -(2**63) <= self.seed <= 2**63 - self.n,
+                f"seed must be in [-2**63, 2**63 - n] (one seed per choice); got {self.seed}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

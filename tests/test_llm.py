@@ -142,3 +142,13 @@ def test_a_refused_prompt_in_a_batch_leaves_nothing_queued(llm):
     with pytest.raises(ValueError):
         llm.generate([_ids("fox"), {"prompt_token_ids": [10**7]}], SamplingParams(max_tokens=2))
     assert not llm.engine.requests and not llm.engine.scheduler.has_work()
+
+
+def test_n_beyond_max_n_and_seeds_beyond_64_bits_are_refused_whole(llm):
+    with pytest.raises(ValueError, match="n must be at most 16"):
+        llm.generate(_ids("Hello"), SamplingParams(n=17))
+    with pytest.raises(ValueError, match="seed must be in"):
+        SamplingParams(n=2, seed=2**63 - 1)
+    SamplingParams(n=2, seed=2**63 - 2)  # the last seed that fits both choices
+    engine = llm.engine
+    assert not engine.has_unfinished_requests() and not engine.requests and not engine.tracked

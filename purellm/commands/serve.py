@@ -55,6 +55,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    p.add_argument("--max-n", type=int, default=16, help="the most choices a request may ask")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--kv-cache-memory", type=parse_size, metavar="BYTES",
                    help="KV-cache size, e.g. 4GiB, 512MiB (default: 2GiB on CPU)")  # fmt: skip
@@ -113,6 +114,7 @@ def configs(args: argparse.Namespace):
         max_model_len=args.max_model_len,
         block_size=args.block_size,
         max_num_seqs=args.max_num_seqs,
+        max_n=args.max_n,
         max_num_batched_tokens=args.max_num_batched_tokens,
         kv_cache_memory=args.kv_cache_memory,
         gpu_memory_utilization=args.gpu_memory_utilization,

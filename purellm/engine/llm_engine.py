@@ -63,21 +63,24 @@ class LLMEngine:
         self._validate(prompt_token_ids, params)
         room = self.max_model_len - len(prompt_token_ids)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
-        seqs = []
+        tracked = []  # every choice built before any is queued: all or nothing
         for index in range(params.n):
             seq = Sequence(list(prompt_token_ids), params, request_id, index, max_tokens=max_tokens)
             if params.seed is not None:
                 seq.generator = self.runner.generator_for(params.seed + index)
             detok = IncrementalDetokenizer(self.tokenizer, seq.prompt_token_ids, params)
-            self.tracked[seq.seq_id] = _Tracked(seq, detok)
-            self.scheduler.add(seq)
-            seqs.append(seq)
-        self.requests[request_id] = seqs
+            tracked.append(_Tracked(seq, detok))
+        for entry in tracked:
+            self.tracked[entry.seq.seq_id] = entry
+            self.scheduler.add(entry.seq)
+        self.requests[request_id] = [entry.seq for entry in tracked]
         self.stats.on_add(len(prompt_token_ids))
 
     def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         if not prompt_token_ids:
             raise ValueError("the prompt is empty")
+        if params.n > self.config.max_n:
+            raise ValueError(f"n must be at most {self.config.max_n} (--max-n); got {params.n}")
         vocab = self.runner.vocab_size
         if any(not isinstance(t, int) or not 0 <= t < vocab for t in prompt_token_ids):
             raise ValueError(f"prompt token ids must be in [0, {vocab})")

@@ -44,6 +44,9 @@ def _assert_error(response: httpx.Response, status: int, words: str = "") -> dic
         ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool"),
         ({"top_logprobs": 2}, "logprobs"),
         ({"logprobs": True, "top_logprobs": 50}, "logprobs"),
+        ({"n": 100000}, "n must be at most 16"),
+        ({"n": 2, "temperature": 1, "seed": 18446744073709551615}, "seed must be in"),
+        ({"n": 2, "temperature": 1, "seed": 2**63 - 1}, "seed must be in"),  # choice 1 overflows
     ],
 )
 def test_chat_400(server, fields, words):
@@ -104,6 +107,9 @@ def test_auth(server):
 def test_server_survives_all_of_it(server):
     out = server.client().chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2)
     assert out.choices[0].finish_reason == "length"
+    metrics = server.metrics()  # no refused request left work behind
+    assert metrics["purellm:num_requests_running"] == 0
+    assert metrics["purellm:kv_cache_usage_perc"] == 0
 
 
 def test_cors(server):
