@@ -7,11 +7,32 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Lenient(BaseModel):
+    """A request object: unknown fields are kept, and no text in it may hold a lone surrogate
+    (JSON's "\\ud800" escape), which no tokenizer can encode."""
+
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Lenient:
+        values = list(self.__dict__.values()) + list((self.__pydantic_extra__ or {}).values())
+        while values:
+            value = values.pop()
+            if isinstance(value, str):
+                if not value.isascii():
+                    try:
+                        value.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise ValueError("text holds invalid Unicode (a lone surrogate)") from None
+            elif isinstance(value, dict):
+                values.extend(value.keys())
+                values.extend(value.values())
+            elif isinstance(value, list | tuple):
+                values.extend(value)
+        return self
 
 
 class ErrorInfo(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -102,6 +104,23 @@ def test_auth(server):
     bad_client = openai.OpenAI(base_url=server.url("/v1"), api_key="wrong")
     with pytest.raises(openai.AuthenticationError):
         bad_client.models.list()
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", _chat(messages=[{"role": "user", "content": "hi \ud800 there"}])),
+        ("/v1/completions", {"model": MODEL, "prompt": "hi \ud800 there", "max_tokens": 2}),
+        ("/v1/completions", {"model": MODEL, "prompt": ["ok", "\udfff"], "max_tokens": 2}),
+        ("/tokenize", {"model": MODEL, "prompt": "hi \ud800"}),
+        ("/v1/chat/completions", _chat(stop=["\ud800"])),
+    ],
+)
+def test_a_lone_surrogate_is_a_400(server, path, body):
+    headers = {**server.headers, "content-type": "application/json"}
+    raw = json.dumps(body)  # ASCII, the surrogate as a "\\ud800" escape (httpx refuses it)
+    response = httpx.post(server.url(path), content=raw, headers=headers, timeout=60)
+    _assert_error(response, 400, "invalid Unicode")
 
 
 def test_server_survives_all_of_it(server):
