@@ -34,6 +34,8 @@ class SamplingParams:
     logprobs: int | None = None
     """Number of top alternatives to return with each sampled token's logprob; None for none."""
     skip_special_tokens: bool = True
+    logit_bias: dict[int, float] | None = None
+    """OpenAI's: token id -> a bias in [-100, 100] added to its logit before sampling."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -64,6 +66,11 @@ class SamplingParams:
                 f"seed must be in [-2**63, 2**63 - n] (one seed per choice); got {self.seed}",
             ),
         ]
+        for token, bias in (self.logit_bias or {}).items():
+            if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+                raise ValueError(f"logit_bias keys must be token ids; got {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values must be in [-100, 100]; got {bias}")
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

@@ -47,6 +47,8 @@ class SamplingBatch:
     """[N, V] float32, how often each token occurs in the output."""
     banned_mask: torch.Tensor | None
     """[N, V] bool, tokens a row may not sample this step (min_tokens)."""
+    logit_bias: torch.Tensor | None
+    """[N, V] float32, added to the logits first (rows without a bias add zeros)."""
     generators: list[torch.Generator | None]
     seeded_rows: list[int]
     """Random (non-greedy) rows that draw from their own generator."""
@@ -78,6 +80,7 @@ class SamplingBatch:
             **_filter_fields(params, greedy, vocab_size, device),
             **_penalty_fields(params, prompt_ids, output_ids, vocab_size, device),
             banned_mask=_row_mask(banned_ids, vocab_size, device) if any(banned_ids) else None,
+            logit_bias=_logit_bias(params, vocab_size, device),
             generators=list(generators),
             seeded_rows=seeded,
             any_unseeded_random=len(seeded) < len(random_rows),
@@ -87,8 +90,20 @@ class SamplingBatch:
     @property
     def needs_processing(self) -> bool:
         """Whether the logits change before argmax / sampling (else greedy is a bare argmax)."""
-        penalties = (self.banned_mask, self.repetition_penalty, self.output_counts)
+        penalties = (self.banned_mask, self.repetition_penalty, self.output_counts, self.logit_bias)
         return not self.all_greedy or any(t is not None for t in penalties)
+
+
+def _logit_bias(
+    params: list[SamplingParams], vocab_size: int, device: torch.device
+) -> torch.Tensor | None:
+    if not any(p.logit_bias for p in params):
+        return None
+    bias = torch.zeros(len(params), vocab_size)
+    for row, p in enumerate(params):
+        for token, value in (p.logit_bias or {}).items():
+            bias[row, token] = value
+    return bias.to(device, non_blocking=True)
 
 
 def _is_greedy(p: SamplingParams) -> bool:
@@ -202,7 +217,8 @@ class SamplerOutput:
 
 
 class Sampler:
-    """banned mask -> repetition -> presence/frequency -> (greedy argmax) -> temperature
+    """logit bias -> banned mask -> repetition -> presence/frequency -> (greedy argmax) ->
+    temperature
     -> top-k -> top-p -> min-p -> exponential-race sampling. Never syncs with the host."""
 
     def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
@@ -223,7 +239,10 @@ class Sampler:
 
 
 def _apply_penalties(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
-    """In place on [N, V] logits: banned ids, repetition, presence and frequency penalties."""
+    """In place on [N, V] logits: logit bias, banned ids, repetition, presence and frequency
+    penalties."""
+    if batch.logit_bias is not None:
+        logits += batch.logit_bias
     if batch.banned_mask is not None:
         logits.masked_fill_(batch.banned_mask, _NEG_INF)
     if batch.repetition_penalty is not None:

@@ -90,9 +90,21 @@ def sampling_params(
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
             skip_special_tokens=req.skip_special_tokens,
+            logit_bias=_logit_bias(req.logit_bias),
         )
     except ValueError as exc:
-        raise bad_request(str(exc)) from exc
+        param = "logit_bias" if "logit_bias" in str(exc) else None
+        raise bad_request(str(exc), param) from exc
+
+
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI's JSON object (token ids as strings) with int keys."""
+    if not bias:
+        return None
+    try:
+        return {int(token): float(value) for token, value in bias.items()}
+    except (TypeError, ValueError):
+        raise ValueError("logit_bias maps token ids (integers) to numbers") from None
 
 
 def check_queue(state: ServerState) -> None:

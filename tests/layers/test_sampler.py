@@ -225,3 +225,23 @@ def test_logprobs_zero_gives_only_sampled_logprob():
     out = Sampler()(logits, make_batch([SamplingParams(logprobs=0)] * 2, 10))
     assert out.logprobs is not None and out.logprobs.shape == (2,)
     assert out.top_logprobs is None and out.top_token_ids is None
+
+
+def test_logit_bias_is_added_before_sampling_and_leaves_other_rows_alone():
+    torch.manual_seed(3)
+    logits = torch.randn(3, 20)
+    params = [
+        SamplingParams(temperature=0, logit_bias={7: 100.0}),  # forces token 7
+        SamplingParams(temperature=0, logit_bias={int(logits[1].argmax()): -100.0}),
+        SamplingParams(temperature=0),
+    ]
+    batch = make_batch(params, 20)
+    assert batch.needs_processing and batch.logit_bias[2].abs().sum() == 0
+    tokens = Sampler()(logits, batch).token_ids.tolist()
+    assert tokens[0] == 7
+    assert tokens[1] == logits[1].topk(2).indices[1].item()  # the runner-up
+    assert tokens[2] == logits[2].argmax().item()
+    with pytest.raises(ValueError, match=r"\[-100, 100\]"):
+        SamplingParams(logit_bias={1: 101.0})
+    with pytest.raises(ValueError, match="token ids"):
+        SamplingParams(logit_bias={-1: 1.0})

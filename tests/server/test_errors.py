@@ -47,6 +47,9 @@ def _assert_error(response: httpx.Response, status: int, words: str = "") -> dic
         ({"top_logprobs": 2}, "logprobs"),
         ({"logprobs": True, "top_logprobs": 50}, "logprobs"),
         ({"n": 100000}, "n must be at most 16"),
+        ({"logit_bias": {"5": 200}}, "logit_bias values"),
+        ({"logit_bias": {"word": 1}}, "logit_bias maps"),
+        ({"logit_bias": {"999999": 1}}, "logit_bias token ids"),
         ({"n": 2, "temperature": 1, "seed": 18446744073709551615}, "seed must be in"),
         ({"n": 2, "temperature": 1, "seed": 2**63 - 1}, "seed must be in"),  # choice 1 overflows
     ],
@@ -145,3 +148,13 @@ def test_cors(server):
     assert denied.headers["access-control-allow-origin"] == "https://app.example"
     other = httpx.get(server.url("/health"), headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_logit_bias_steers_the_output(server):
+    body = _chat(max_tokens=3, temperature=0, logit_bias={"42": 100})
+    response = server.post("/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    ids = server.post(
+        "/tokenize", {"model": MODEL, "prompt": response.json()["choices"][0]["message"]["content"]}
+    ).json()["tokens"]
+    assert set(ids) <= {42}
