@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from throughput import llama_bench
 
-from purellm.layers.quant.kernels import GROUP
+from purellm.layers.quant.config import GROUP
 from purellm.loaders.gguf_header import GGUFHeader
 from purellm.loaders.resolve import default_model_path
 

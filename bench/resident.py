@@ -27,19 +27,13 @@ def main() -> None:
     llm = LLM(args.model, dtype=args.dtype, device="cpu", kv_cache_memory=16 << 20)
     llm.generate([{"prompt_token_ids": [1, 2, 3]}], SamplingParams(max_tokens=1))
     runner = llm.engine.runner
-    modules = list(runner.model.modules())
-    owners = [*(getattr(m, "method", None) for m in modules), *modules]
-    scratch = next((m.scratch.buffer for m in owners if hasattr(m, "scratch")), None)
-    named = [*runner.model.named_parameters(), *runner.model.named_buffers()]
-    held = {t.data_ptr(): t.numel() * t.element_size() for n, t in named if "rotary" not in n}
     dtype = str(runner.dtype).removeprefix("torch.")
     predicted = weight_bytes(facts, dtype, "cpu", runner.quant.kernels)
     tensors = sum(t.nbytes for t in facts.tensors)
     print(f"model {facts.name}, dtype {dtype}, quantization {runner.quantization}, "
           f"kernels {runner.quant.kernels}, dense copies {runner.quant.dense_copies}")  # fmt: skip
     print("| measure | MB | x file tensors |\n|---|---|---|")
-    scratch_bytes = 0 if scratch is None else scratch.numel()
-    rows = [("file tensor bytes", tensors), ("tensors held", sum(held.values()) + scratch_bytes)]
+    rows = [("file tensor bytes", tensors), ("tensors held", runner.weight_bytes())]
     for label, value in [*rows, ("doctor's prediction", predicted)]:
         print(f"| {label} | {value / 1e6:,.1f} | {value / tensors:.3f}x |")
 

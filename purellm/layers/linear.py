@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from purellm.layers.quant.base import LinearMethod, parameter, rows_loader
+from purellm.layers.quant.base import DenseMethod, LinearMethod, parameter, rows_loader
 
 
 class Linear(nn.Module):
@@ -54,13 +54,8 @@ class VocabEmbedding(nn.Module):
         return self.method.embed(self, input_ids)
 
 
-class DenseEmbedding(LinearMethod):
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
-
-    def create_weights(self, layer: nn.Module) -> None:
-        shape = (layer.num_embeddings, layer.embedding_dim)
-        layer.weight = parameter(torch.empty(shape, dtype=self.dtype), rows_loader(layer))
+class DenseEmbedding(DenseMethod):
+    """A dense [vocab, hidden] table (DenseMethod's weight, as VocabEmbedding's out and in)."""
 
     def embed(self, layer: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         return layer.weight[input_ids]

@@ -47,8 +47,8 @@ class SamplingBatch:
     """[N, V] float32, how often each token occurs in the output."""
     banned_mask: torch.Tensor | None
     """[N, V] bool, tokens a row may not sample this step (min_tokens)."""
-    logit_bias: torch.Tensor | None
-    """[N, V] float32, added to the logits first (rows without a bias add zeros)."""
+    logit_bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+    """(rows, token ids, biases) [B] each, for the rows that ask for a bias: added first."""
     generators: list[torch.Generator | None]
     seeded_rows: list[int]
     """Random (non-greedy) rows that draw from their own generator."""
@@ -80,7 +80,7 @@ class SamplingBatch:
             **_filter_fields(params, greedy, vocab_size, device),
             **_penalty_fields(params, prompt_ids, output_ids, vocab_size, device),
             banned_mask=_row_mask(banned_ids, vocab_size, device) if any(banned_ids) else None,
-            logit_bias=_logit_bias(params, vocab_size, device),
+            logit_bias=_logit_bias(params, device),
             generators=list(generators),
             seeded_rows=seeded,
             any_unseeded_random=len(seeded) < len(random_rows),
@@ -94,16 +94,16 @@ class SamplingBatch:
         return not self.all_greedy or any(t is not None for t in penalties)
 
 
-def _logit_bias(
-    params: list[SamplingParams], vocab_size: int, device: torch.device
-) -> torch.Tensor | None:
-    if not any(p.logit_bias for p in params):
+def _logit_bias(params: list[SamplingParams], device: torch.device):
+    """Only the biased (row, token) pairs: nothing the size of the vocabulary per step."""
+    entries = [(r, t, b) for r, p in enumerate(params) for t, b in (p.logit_bias or {}).items()]
+    if not entries:
         return None
-    bias = torch.zeros(len(params), vocab_size)
-    for row, p in enumerate(params):
-        for token, value in (p.logit_bias or {}).items():
-            bias[row, token] = value
-    return bias.to(device, non_blocking=True)
+    rows, tokens, biases = zip(*entries, strict=True)
+    kinds = (torch.int64, torch.int64, torch.float32)
+    return tuple(
+        _tensor(list(v), k, device) for v, k in zip((rows, tokens, biases), kinds, strict=True)
+    )
 
 
 def _is_greedy(p: SamplingParams) -> bool:
@@ -242,7 +242,8 @@ def _apply_penalties(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor
     """In place on [N, V] logits: logit bias, banned ids, repetition, presence and frequency
     penalties."""
     if batch.logit_bias is not None:
-        logits += batch.logit_bias
+        rows, tokens, biases = batch.logit_bias
+        logits.index_put_((rows, tokens), biases.to(logits.dtype), accumulate=True)
     if batch.banned_mask is not None:
         logits.masked_fill_(batch.banned_mask, _NEG_INF)
     if batch.repetition_penalty is not None:

@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from purellm import env
-from purellm.layers.quant.config import GGUF_FLOAT_TYPES, CheckpointQuant
+from purellm.layers.quant.config import CheckpointQuant, gguf_checkpoint
 from purellm.layers.quant.gguf_method import GGUFRaw
 from purellm.loaders.gguf_header import GGUFHeader, GGUFTensor
 from purellm.loaders.gguf_names import SKIPPED, hf_name, llama3_rope_parameters, unpermute_qk
@@ -47,7 +47,6 @@ SUPPORTED_TYPES = (
     Q.Q5_K,
     Q.Q6_K,
 )
-VOCABULARY = ("model.embed_tokens.weight", "lm_head.weight")
 SUPPORTED_ARCHITECTURES = {
     # general.architecture -> (transformers model_type, HF class); Mistral GGUFs say "llama".
     "llama": ("llama", "LlamaForCausalLM"),
@@ -86,17 +85,12 @@ def load_gguf(path: Path, name: str | None = None) -> ModelFiles:
 
 
 def _checkpoint_quant(plan: Plan, tensors: dict[str, GGUFTensor]) -> CheckpointQuant:
-    """Every matrix's (and expert stack's) type, and how many weights the quantized linears
-    hold (experts aside: they never get dense copies)."""
-    types, linear_weights = {}, 0
-    for name, gguf_name, _ in plan:
-        tensor = tensors[gguf_name]
-        if len(tensor.shape) >= 2:
-            types[name] = tensor.tensor_type.name
-            quantized = types[name] not in GGUF_FLOAT_TYPES
-            if quantized and len(tensor.shape) == 2 and name not in VOCABULARY:
-                linear_weights += int(tensor.n_elements)
-    return CheckpointQuant("gguf", tensor_types=types, linear_weights=linear_weights)
+    found = ((name, tensors[gguf_name]) for name, gguf_name, _ in plan)
+    return gguf_checkpoint(
+        (name, t.tensor_type.name, len(t.shape), int(t.n_elements))
+        for name, t in found
+        if len(t.shape) >= 2
+    )
 
 
 def build_config(meta: dict[str, Any], tensors: dict[str, GGUFTensor]) -> Any:

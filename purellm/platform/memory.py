@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from purellm.layers.quant import footprint
-from purellm.layers.quant.config import CheckpointQuant, QuantConfig, resolve
+from purellm.layers.quant.config import QuantConfig, gguf_checkpoint, resolve
 from purellm.platform.modelinfo import ModelFacts
 
 KV_CACHE_CPU_DEFAULT_BYTES = 2 << 30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 FOUR_BIT_BITS = 4.5
 """Bits a weight of a 4-bit file (Q4_K_M GGUF, AWQ/GPTQ with group scales) on average."""
-VOCABULARY = (footprint.EMBEDDING, footprint.LM_HEAD)
 GB = 1e9
 
 
@@ -67,14 +66,10 @@ def uses_kernels(device: str, dtype: str, requested_dtype: str = "auto") -> bool
 
 def gguf_quant(model: ModelFacts, kernels: bool) -> QuantConfig:
     """The QuantConfig the runner picks for a GGUF (its own method, dense copies while small)."""
-    types = {t.name: t.kind for t in model.tensors if len(t.shape) >= 2}
-    linear = sum(
-        t.numel
-        for t in model.tensors
-        if len(t.shape) == 2 and t.quantized and t.name not in VOCABULARY
+    checkpoint = gguf_checkpoint(
+        (t.name, t.kind, len(t.shape), t.numel) for t in model.tensors if len(t.shape) >= 2
     )
-    checkpoint = CheckpointQuant("gguf", tensor_types=types, linear_weights=linear)
-    return resolve(None, checkpoint, kernels, linear)
+    return resolve(None, checkpoint, kernels, checkpoint.linear_weights)
 
 
 def is_quantized(model: ModelFacts) -> bool:

@@ -39,7 +39,17 @@ def build_model(
         torch.set_default_dtype(previous)
     load_weights(model, files)
     model.model.rotary_emb.init_buffers(device)
+    model.scratch = layers.scratch  # the dequantize-then-matmul buffer all layers share
     return model.eval()
+
+
+def held_bytes(model: nn.Module) -> int:
+    """The weights the model holds, as doctor counts them: parameters and buffers (each storage
+    once, the rotary tables aside) and the shared scratch buffer as the steps so far grew it."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    held = {t.data_ptr(): t.numel() * t.element_size() for n, t in tensors if "rotary" not in n}
+    buffer = model.scratch.buffer
+    return sum(held.values()) + (0 if buffer is None else buffer.numel())
 
 
 def load_weights(model: nn.Module, files: ModelFiles) -> None:
@@ -53,7 +63,6 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
     loaded = 0
     for name, tensor in files.weights():
         target, shard, expert = _target(model, name)
-        stacked = target.rpartition(".")[0].endswith(".experts")
         if target not in names:
             if name.startswith("lm_head.") or "rotary_emb" in name:
                 continue  # a tied head's copy, or buffers that are computed
@@ -63,7 +72,7 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
         param = _parameter(model, target, files.source, name)
         load = getattr(param, "weight_loader", default_loader)
         try:
-            if expert is None and not stacked:
+            if expert is None:  # a whole tensor (all of a GGUF's experts, stacked)
                 load(param, tensor, shard)
             else:
                 load(param, tensor, shard, expert=expert)
@@ -72,9 +81,10 @@ def load_weights(model: nn.Module, files: ModelFiles) -> None:
         module_name = target.rpartition(".")[0]
         slots = pending.get(module_name)
         if slots is not None:  # None: an optional tensor of a module already complete
-            if stacked and expert is None:  # all experts at once
+            if expert is None:  # every slot of (target, shard): one, or all experts' stacked
                 slots.difference_update({s for s in slots if s[:2] == (target, shard)})
-            slots.discard((target, shard, expert))
+            else:
+                slots.discard((target, shard, expert))
             if not slots:
                 _process(model, module_name)
                 del pending[module_name]

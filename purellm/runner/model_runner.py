@@ -19,9 +19,10 @@ from purellm.platform import (
     release_freed_memory,
     resolve_dtype,
 )
+from purellm.platform.memory import uses_kernels
 from purellm.runner.inputs import prepare_inputs
 from purellm.runner.kv_cache import allocate_kv_cache, bytes_per_block
-from purellm.runner.model_loader import build_model
+from purellm.runner.model_loader import build_model, held_bytes
 
 log = logging.getLogger("purellm")
 
@@ -75,6 +76,10 @@ class ModelRunner:
             backend,
             capacity,
         )
+
+    def weight_bytes(self) -> int:
+        """The bytes the loaded weights (and the scratch, as grown so far) take."""
+        return held_bytes(self.model)
 
     def generator_for(self, seed: int) -> torch.Generator:
         generator = torch.Generator(device=self.device)
@@ -137,10 +142,8 @@ def quant_config(
     `auto` chose it (a CPU without native bf16: 3x faster batch-1 decode than dequantizing); an
     explicit float32 takes the exact dequantize-then-matmul path, as every GPU does."""
     checkpoint = files.quantization
-    kernels = (
-        device.type == "cpu"
-        and hasattr(torch, "_weight_int4pack_mm_for_cpu")  # torch 2.5 and later
-        and (dtype == torch.bfloat16 or (config.dtype == "auto" and dtype == torch.float32))
+    kernels = hasattr(torch, "_weight_int4pack_mm_for_cpu") and uses_kernels(  # torch 2.5+
+        device.type, str(dtype).removeprefix("torch."), config.dtype
     )
     weights = checkpoint.linear_weights if checkpoint is not None else 0
     quant = resolve(config.quantization, checkpoint, kernels, weights, config.dense_copies)

@@ -24,7 +24,7 @@ import math
 import re
 from typing import Any
 
-from purellm.server.tool_parsers import ParsedDelta, ToolCall, ToolParser, held_suffix, new_call_id
+from purellm.server.tool_parsers import ParsedDelta, ToolCall, ToolParser, new_call_id
 
 _FUNCTION = re.compile(r"<function=([^>\n]+)>(.*?)</function>", re.S)
 _PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)</parameter>", re.S)
@@ -54,15 +54,8 @@ class Qwen3CoderToolParser(ToolParser):
             self._inside = False
             self._emit(out, body, self.START + body + self.END)
             return True
-        start = self._buf.find(self.START)
-        if start >= 0:
-            self._content(out, self._buf[:start])
-            self._buf, self._inside = self._buf[start + len(self.START) :], True
-            return True
-        cut = len(self._buf) - held_suffix(self._buf, self.START)
-        self._content(out, self._buf[:cut])
-        self._buf = self._buf[cut:]
-        return False
+        self._inside = self._text_until(out, self.START)
+        return self._inside
 
     def _flush(self, out: ParsedDelta) -> None:
         if self._inside:  # generation ended inside the block: calls only if they are complete

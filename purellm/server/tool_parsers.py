@@ -166,6 +166,19 @@ class ToolParser:
     def _content(self, out: ParsedDelta, text: str) -> None:
         out.content += self._text.push(text)
 
+    def _text_until(self, out: ParsedDelta, tag: str) -> bool:
+        """Content up to `tag`, then the tag itself consumed: True once it is found; else the
+        text that cannot begin it becomes content and the rest waits for more."""
+        i = self._buf.find(tag)
+        if i >= 0:
+            self._content(out, self._buf[:i])
+            self._buf = self._buf[i + len(tag) :]
+            return True
+        cut = len(self._buf) - held_suffix(self._buf, tag)
+        self._content(out, self._buf[:cut])
+        self._buf = self._buf[cut:]
+        return False
+
     def _call(self, out: ParsedDelta, call: ToolCall) -> None:
         index = len(self._calls)
         self._calls.append(call)
@@ -188,16 +201,10 @@ class HermesToolParser(ToolParser):
         return self._in_call(out) if self._scan is not None else self._in_text(out)
 
     def _in_text(self, out: ParsedDelta) -> bool:
-        i = self._buf.find(self.START)
-        if i >= 0:
-            self._content(out, self._buf[:i])
-            self._buf = self._buf[i + len(self.START) :]
-            self._scan, self._checked = _JsonScan(), False
-            return True
-        cut = len(self._buf) - held_suffix(self._buf, self.START)
-        self._content(out, self._buf[:cut])
-        self._buf = self._buf[cut:]
-        return False
+        if not self._text_until(out, self.START):
+            return False
+        self._scan, self._checked = _JsonScan(), False
+        return True
 
     def _in_call(self, out: ParsedDelta) -> bool:
         if not self._checked:

@@ -176,15 +176,7 @@ def test_a_truncated_gguf_names_the_tensor(tmp_path):
 
 
 def _held_bytes(llm: LLM) -> int:
-    """What the runner holds for weights: parameters and buffers (each storage once, the rotary
-    tables aside) and the shared scratch buffer, as grown by the steps so far."""
-    model = llm.engine.runner.model
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    held = {t.data_ptr(): t.numel() * t.element_size() for n, t in tensors if "rotary" not in n}
-    owners = [*(getattr(m, "method", None) for m in model.modules()), *model.modules()]
-    scratch = next((m.scratch for m in owners if hasattr(m, "scratch")), None)
-    buffer = getattr(scratch, "buffer", None)
-    return sum(held.values()) + (0 if buffer is None else buffer.numel())
+    return llm.engine.runner.weight_bytes()
 
 
 @pytest.mark.parametrize("tied", [True, False])

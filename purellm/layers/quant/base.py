@@ -57,8 +57,7 @@ class Scratch:
         self.buffer: torch.Tensor | None = None
 
     def get(self, rows: int, columns: int, dtype: torch.dtype, device) -> torch.Tensor:
-        elem = torch.empty(0, dtype=dtype).element_size()
-        needed = rows * columns * elem
+        needed = rows * columns * dtype.itemsize
         if self.buffer is None or self.buffer.numel() < needed or self.buffer.device != device:
             self.buffer = torch.empty(needed, dtype=torch.uint8, device=device)
         return self.buffer[:needed].view(dtype).view(rows, columns)  # [rows, columns]

@@ -9,11 +9,9 @@ from torch import nn
 from purellm.layers.linear import DenseEmbedding, Linear, VocabEmbedding
 from purellm.layers.moe import FusedMoE, MoEOptions
 from purellm.layers.quant.base import DenseMethod, LinearMethod, Scratch
-from purellm.layers.quant.config import GROUP_METHODS, QuantConfig
+from purellm.layers.quant.config import EMBEDDING, GROUP_METHODS, QuantConfig
 from purellm.layers.quant.gguf_method import GGUFEmbeddingMethod, GGUFLinearMethod
 from purellm.layers.quant.kernels import Int8Kernel, to_q8_0
-
-EMBEDDING = "model.embed_tokens.weight"
 
 
 class LayerBuilder:

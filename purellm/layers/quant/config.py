@@ -8,7 +8,7 @@ the small steps, and whether dense copies are kept for large steps."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,22 @@ class CheckpointQuant:
             )
         if self.method != "gguf" and self.group_size == 0:
             raise ValueError(f"{self.method}: group_size 0 is not valid")
+
+
+EMBEDDING, LM_HEAD = "model.embed_tokens.weight", "lm_head.weight"
+VOCABULARY = (EMBEDDING, LM_HEAD)
+
+
+def gguf_checkpoint(matrices: Iterable[tuple[str, str, int, int]]) -> CheckpointQuant:
+    """A GGUF's quantization from its (HF name, GGUF type, dimensions, weights) of every matrix
+    and expert stack: each one's type, and the weights of the quantized decoder linears (the
+    vocabulary and the experts never get dense copies), as the loader and doctor both need."""
+    types, linear_weights = {}, 0
+    for name, kind, dims, weights in matrices:
+        types[name] = kind
+        if kind not in GGUF_FLOAT_TYPES and dims == 2 and name not in VOCABULARY:
+            linear_weights += weights
+    return CheckpointQuant("gguf", tensor_types=types, linear_weights=linear_weights)
 
 
 def checkpoint_quant(config: Mapping[str, Any] | None) -> CheckpointQuant | None:
@@ -105,6 +121,18 @@ def _compressed_tensors(config: Mapping[str, Any]) -> CheckpointQuant:
         size,
         symmetric=bool(weights.get("symmetric", True)),
     )
+
+
+Q4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
+"""GGUF types whose values torch's CPU int4 kernel takes exactly."""
+GROUP = 32
+"""Inputs per (scale, zero) pair of a GGUF's 4-bit blocks in that kernel."""
+
+
+def int4_form(types: list[str], rows: int, columns: int) -> bool:
+    """Whether a GGUF matrix (its shards' types) runs on the CPU int4 kernel rather than
+    per-row int8: every shard a Q4 type, rows in torch's blocks of 16, whole groups."""
+    return all(kind in Q4_TYPES for kind in types) and rows % 16 == 0 and columns % GROUP == 0
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from purellm.layers.quant.config import GGUF_FLOAT_TYPES, QuantConfig, checkpoint_quant
+from purellm.layers.quant.config import (
+    EMBEDDING,
+    GGUF_FLOAT_TYPES,
+    GROUP,
+    LM_HEAD,
+    QuantConfig,
+    checkpoint_quant,
+    int4_form,
+)
 
-EMBEDDING = "model.embed_tokens.weight"
-LM_HEAD = "lm_head.weight"
-Q4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
-"""GGUF types the CPU int4 kernel takes as they are."""
-KERNEL_GROUP = 32
-"""Inputs per (scale, zero) pair of the int4 kernel."""
 SCALE_BYTES = 2
 """bf16 scales (and zeros) of the CPU kernels."""
 Q8_0_BLOCK, Q8_0_BYTES = 32, 34
@@ -72,7 +74,7 @@ def int8_bytes(out: int, inputs: int) -> int:
 
 def int4_bytes(out: int, inputs: int) -> int:
     """torch's CPU int4 pack: half a byte a weight, a bf16 (scale, zero) per 32 inputs."""
-    return out * inputs // 2 + (inputs // KERNEL_GROUP) * out * 2 * SCALE_BYTES
+    return out * inputs // 2 + (inputs // GROUP) * out * 2 * SCALE_BYTES
 
 
 def q8_0_bytes(out: int, inputs: int) -> int:
@@ -100,7 +102,7 @@ class _Group:
 
     @property
     def q4(self) -> bool:
-        return all(t.kind in Q4_TYPES for t in self.shards)
+        return int4_form([t.kind for t in self.shards], self.out, self.inputs)
 
 
 def linear_groups(matrices: list[TensorInfo], tied: bool) -> list[_Group]:
@@ -156,32 +158,27 @@ def _dense(stacks: list[TensorInfo], dtype_bytes: int) -> int:
 
 
 def _kernel_expert_bytes(stacks: list[TensorInfo], dtype_bytes: int) -> int:
-    """With the CPU kernels each expert's gate/up and down matrices are int4 (all Q4 types,
-    rows a multiple of 16, inputs of the int4 group) or int8 per row; float ones dense."""
+    """With the CPU kernels each expert's gate/up and down matrices are int4 (int4_form) or
+    int8 per row; float ones dense."""
+    by_name = {t.name: t for t in stacks}
     total = 0
-    for layer in {t.name.rpartition(".experts.")[0] for t in stacks}:
-        parts = {
-            t.name.rpartition(".")[0].rpartition(".")[2]: t
-            for t in stacks
-            if t.name.startswith(f"{layer}.experts.")
-        }
-        for names in (("gate_proj", "up_proj"), ("down_proj",)):
-            shards = [parts[n] for n in names]
-            experts, rows, columns = (
-                shards[0].shape[0],
-                sum(t.shape[1] for t in shards),
-                shards[0].shape[2],
-            )
-            if not shards[0].quantized:
-                total += experts * rows * columns * dtype_bytes
-                continue
-            q4 = (
-                all(t.kind in Q4_TYPES for t in shards)
-                and rows % 16 == 0
-                and columns % KERNEL_GROUP == 0
-            )
-            total += experts * (int4_bytes if q4 else int8_bytes)(rows, columns)
+    for name, gate in by_name.items():
+        if name.endswith(".gate_proj.weight"):
+            up = by_name[name.replace(".gate_proj.", ".up_proj.")]
+            down = by_name[name.replace(".gate_proj.", ".down_proj.")]
+            total += _expert_stack_bytes([gate, up], dtype_bytes)
+            total += _expert_stack_bytes([down], dtype_bytes)
     return total
+
+
+def _expert_stack_bytes(shards: list[TensorInfo], dtype_bytes: int) -> int:
+    """Stacks [experts, rows, columns] fused as one matrix per expert, as the runner holds it."""
+    experts, columns = shards[0].shape[0], shards[0].shape[2]
+    rows = sum(t.shape[1] for t in shards)
+    if not shards[0].quantized:
+        return experts * rows * columns * dtype_bytes
+    q4 = int4_form([t.kind for t in shards], rows, columns)
+    return experts * (int4_bytes if q4 else int8_bytes)(rows, columns)
 
 
 def _expert_scratch_values(stacks: list[TensorInfo]) -> int:

@@ -13,17 +13,15 @@ from torch import nn
 
 from purellm.layers.moe import Experts, MoEOptions
 from purellm.layers.quant.base import Scratch, check_shape, parameter
+from purellm.layers.quant.config import GROUP, int4_form
 from purellm.layers.quant.gguf_blocks import dequantize_rows, row_bytes
 from purellm.layers.quant.gguf_method import GGUFRaw
 from purellm.layers.quant.kernels import (
-    GROUP,
     KERNEL_DTYPE,
-    Q4_TYPES,
     SMALL_BATCH,
-    Int4Kernel,
+    block_rows,
     fill_int4,
     fill_int8,
-    q4_values,
 )
 
 
@@ -101,31 +99,14 @@ class GGUFExperts(Experts):
         for indices in ((0, 1), (2,)):
             rows = sum(self._shape(i)[0] for i in indices)
             columns = self._shape(indices[0])[1]
-            q4 = all(self.types[i] in Q4_TYPES for i in indices)
-            fits = q4 and Int4Kernel.fits(rows) and columns % GROUP == 0
-            form = (KernelInt4 if fits else KernelInt8)(self.num_experts, rows, columns)
+            q4 = int4_form([self.types[i] for i in indices], rows, columns)
+            form = (KernelInt4 if q4 else KernelInt8)(self.num_experts, rows, columns)
             for expert in range(self.num_experts):
-                form.fill(expert, functools.partial(self._rows, expert, indices, q4=fits))
+                shards = [(self.types[i], self._raw(i, expert)) for i in indices]
+                form.fill(expert, functools.partial(block_rows, shards, columns, q4=q4))
             forms.append(form)
         del self.w13, self.w2
         self.forms = nn.ModuleList(forms)
-
-    def _rows(self, expert: int, indices: tuple[int, ...], start: int, end: int, *, q4: bool):
-        """Rows start..end of an expert's (gate and up, or down) matrix: Q4 values, scales
-        and mins when `q4`, else float32 weights."""
-        parts, offset = [], 0
-        for index in indices:
-            count = self._shape(index)[0]
-            low, high = max(start, offset), min(end, offset + count)
-            if low < high:
-                raw = self._raw(index, expert)[low - offset : high - offset]
-                columns = self._shape(index)[1]
-                kind = self.types[index]
-                parts.append(q4_values(raw, kind) if q4 else dequantize_rows(raw, kind, columns))
-            offset += count
-        if q4:
-            return tuple(torch.cat(field) for field in zip(*parts, strict=True))
-        return torch.cat(parts)
 
 
 class KernelInt4(nn.Module):

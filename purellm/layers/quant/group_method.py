@@ -135,11 +135,14 @@ class GroupQuantMethod(LinearMethod):
 
         method = Int4Kernel(self.group_size)
         method.create(layer, rows)
+        self._drop_packed(layer)
+        layer.register_buffer("dense", None)
+        layer.method = method
+
+    def _drop_packed(self, layer: nn.Module) -> None:
         for name in (*self.required, "g_idx", "q_packed", "q_scales", "q_zeros", "group_order"):
             if hasattr(layer, name):
                 delattr(layer, name)
-        layer.register_buffer("dense", None)
-        layer.method = method
 
     def weight_of(self, layer: nn.Module, shard: int | None = None) -> GroupQuantWeight:
         """The whole weight (no act-order), or one shard's rows with its own g_idx."""
@@ -187,9 +190,7 @@ class GroupQuantMethod(LinearMethod):
         if not self.dense:
             return
         weight = self.dense_weight(layer).to(self.dtype)
-        for name in (*self.required, "g_idx", "q_packed", "q_scales", "q_zeros", "group_order"):
-            if hasattr(layer, name):
-                delattr(layer, name)
+        self._drop_packed(layer)
         method = DenseMethod(self.dtype)
         method.create_weights(layer)
         layer.weight.copy_(weight)

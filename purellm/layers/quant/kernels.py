@@ -12,36 +12,34 @@ float32), so float32 models cast the rows of a small step to KERNEL_DTYPE and ba
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from purellm.layers.quant.base import DenseMethod, LinearMethod
+from purellm.layers.quant.config import GROUP, int4_form
 from purellm.layers.quant.gguf_blocks import dequantize_rows
 
 KERNEL_DTYPE = torch.bfloat16
 SMALL_BATCH = 4
 """Up to this many rows the weight-only kernels beat a dense matmul on a CPU (BENCHMARKS.md)."""
-GROUP = 32
-"""Inputs per scale of a GGUF's 4-bit blocks (AWQ/GPTQ use their own group size)."""
 INT4_GROUPS = (32, 64, 128, 256)
 """The group sizes torch's CPU int4 kernel takes."""
 QUANTIZE_ROWS = 4096
 """Rows quantized, or converted for a large step, at a time (a few MB stay in cache)."""
 CONVERT_VALUES = 1 << 20
 """Weights turned into a kernel form at a time: temporaries of a few MB, not of a layer."""
-Q4_TYPES = ("Q4_0", "Q4_1", "Q4_K")
 
 
 def to_kernel_form(layer: nn.Module, gguf) -> None:
     """Give a loaded GGUF linear (its GGUFLinearMethod `gguf`) a CPU kernel method, dropping
     the raw blocks: int4 when every shard is a Q4 type, else int8 per channel. Converted a
     few rows at a time (convert_rows), so no whole-layer temporaries."""
-    if all(kind in Q4_TYPES for kind in gguf.types) and Int4Kernel.fits(layer.out_features):
-        method = Int4Kernel()
-        method.create(layer, lambda start, end: _q4_rows(layer, gguf, start, end))
-    else:
-        method = Int8Kernel()
-        method.create(layer, lambda start, end: _dense_rows(layer, gguf, start, end))
+    shards = [(kind, gguf.shard_raw(layer, i)) for i, kind in enumerate(gguf.types)]
+    q4 = int4_form(gguf.types, layer.out_features, layer.in_features)
+    method = Int4Kernel() if q4 else Int8Kernel()
+    method.create(layer, functools.partial(block_rows, shards, layer.in_features, q4=q4))
     dense = gguf.dense_weight(layer).to(gguf.dtype) if gguf.dense_copy else None
     del layer.weight
     layer.register_buffer("dense", dense)
@@ -53,24 +51,21 @@ def convert_rows(inputs: int) -> int:
     return max(64, CONVERT_VALUES // inputs // 64 * 64)
 
 
-def _shard_rows(layer: nn.Module, gguf, start: int, end: int):
-    """(type, raw rows uint8 [rows, row_bytes]) of each shard's part of rows [start, end)."""
-    for shard, kind in enumerate(gguf.types):
-        rows = layer.shard_rows(shard)
-        low, high = max(start, rows.start), min(end, rows.stop)
+def block_rows(
+    shards: list[tuple[str, torch.Tensor]], columns: int, start: int, end: int, *, q4: bool
+):
+    """Rows start..end of a matrix stored as GGUF-block shards one after another, each (type,
+    raw uint8 [rows, row_bytes]): Q4 (values, scales, mins) when `q4`, else float32 rows."""
+    parts, offset = [], 0
+    for kind, raw in shards:
+        low, high = max(start, offset), min(end, offset + raw.shape[0])
         if low < high:
-            yield kind, gguf.shard_raw(layer, shard)[low - rows.start : high - rows.start]
-
-
-def _q4_rows(layer: nn.Module, gguf, start: int, end: int):
-    parts = [q4_values(raw, kind) for kind, raw in _shard_rows(layer, gguf, start, end)]
-    return tuple(torch.cat(field) for field in zip(*parts, strict=True))
-
-
-def _dense_rows(layer: nn.Module, gguf, start: int, end: int) -> torch.Tensor:
-    columns = layer.in_features
-    parts = [dequantize_rows(raw, k, columns) for k, raw in _shard_rows(layer, gguf, start, end)]
-    return torch.cat(parts)  # float32 [end - start, in]
+            rows = raw[low - offset : high - offset]
+            parts.append(q4_values(rows, kind) if q4 else dequantize_rows(rows, kind, columns))
+        offset += raw.shape[0]
+    if q4:
+        return tuple(torch.cat(field) for field in zip(*parts, strict=True))
+    return torch.cat(parts)  # [end - start, columns]
 
 
 def q4_values(raw: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,10 +136,6 @@ def fill_int8(qweight: torch.Tensor, scales: torch.Tensor, rows) -> None:
 class Int4Kernel(LinearMethod):
     def __init__(self, group_size: int = GROUP):
         self.group_size = group_size
-
-    @staticmethod
-    def fits(out_features: int) -> bool:
-        return out_features % 16 == 0  # torch packs rows in blocks of 16
 
     @torch.no_grad()
     def create(self, layer: nn.Module, rows) -> None:
