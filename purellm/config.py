@@ -19,7 +19,9 @@ class EngineConfig:
     """Context length; None takes the model's, capped by what the KV cache holds."""
     block_size: int = 16
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int | None = None
+    """Tokens one step may compute (prompt chunks and decodes together); None: the device's
+    default (256 on a CPU, 2048 on a GPU, at least max_num_seqs)."""
     max_n: int = 16
     """The most choices (`n`) one request may ask for."""
     kv_cache_memory: int | None = None
@@ -49,7 +51,10 @@ class EngineConfig:
         checks = [
             (self.block_size >= 1, "block_size must be positive"),
             (self.max_num_seqs >= 1, "max_num_seqs must be positive"),
-            (self.max_num_batched_tokens >= 1, "max_num_batched_tokens must be positive"),
+            (
+                self.max_num_batched_tokens is None or self.max_num_batched_tokens >= 1,
+                "max_num_batched_tokens must be positive",
+            ),
             (self.max_n >= 1, "max_n must be positive"),
             (self.max_model_len is None or self.max_model_len >= 2, "max_model_len too small"),
             (self.kv_cache_memory is None or self.kv_cache_memory > 0, "kv_cache_memory <= 0"),

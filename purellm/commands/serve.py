@@ -54,7 +54,8 @@ def add_parser(subparsers) -> None:
                    "linears for large steps (default: only under 256 MiB of them)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    p.add_argument("--max-num-batched-tokens", type=int,
+                   help="tokens a step may compute (default: 256 on CPU, 2048 on GPU)")  # fmt: skip
     p.add_argument("--max-n", type=int, default=16, help="the most choices a request may ask")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--kv-cache-memory", type=parse_size, metavar="BYTES",
@@ -75,6 +76,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--allowed-origins", nargs="+", metavar="ORIGIN",
                    help="CORS origins, or a JSON list as vLLM takes it: '[\"*\"]'")  # fmt: skip
     p.add_argument("--max-queue-len", type=int, help="503 when this many requests wait")
+    p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="on SIGTERM, how long running requests may take to finish")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug", "trace"])  # fmt: skip
 
@@ -138,6 +141,7 @@ def configs(args: argparse.Namespace):
         tool_call_parser=args.tool_call_parser,
         enable_auto_tool_choice=args.enable_auto_tool_choice,
         reasoning_parser=args.reasoning_parser,
+        shutdown_timeout=args.shutdown_timeout,
     )
     return engine, server
 
@@ -192,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from purellm.server.app import create_app
+    from purellm.server.http_server import FLUSH_SECONDS, JSONErrorsH11Protocol, Server
     from purellm.server.state import ServerState
 
     def load_engine():
@@ -205,9 +210,10 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        timeout_graceful_shutdown=10,
+        http=JSONErrorsH11Protocol,
+        timeout_graceful_shutdown=FLUSH_SECONDS + 1,
     )
-    server = uvicorn.Server(uv_config)
+    server = Server(uv_config, state)
     state.on_loaded = lambda s: print(banner(s), flush=True)
     state.on_load_failed = lambda exc: setattr(server, "should_exit", True)
     _quiet_signals(server)

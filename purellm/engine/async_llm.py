@@ -34,6 +34,7 @@ class _Add:
 @dataclass
 class _Abort:
     request_id: str
+    error: BaseException | None = None
 
 
 @dataclass
@@ -42,7 +43,10 @@ class _Stream:
     queue: asyncio.Queue
 
     def put(self, item: DeltaOutput | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop has closed: nobody is listening any more
+            pass
 
 
 class AsyncLLM:
@@ -85,8 +89,9 @@ class AsyncLLM:
             if remaining:
                 self.abort(request_id)
 
-    def abort(self, request_id: str) -> None:
-        self._inbox.put(_Abort(request_id))
+    def abort(self, request_id: str, error: BaseException | None = None) -> None:
+        """Abort the request; with `error`, its stream raises that instead of just ending."""
+        self._inbox.put(_Abort(request_id, error))
 
     def shutdown(self) -> None:
         self._stopping.set()
@@ -116,7 +121,9 @@ class AsyncLLM:
                 self._add(message)
             elif isinstance(message, _Abort):
                 self.engine.abort_request(message.request_id)
-                self._streams.pop(message.request_id, None)
+                stream = self._streams.pop(message.request_id, None)
+                if stream is not None and message.error is not None:
+                    stream.put(message.error)
 
     def _add(self, message: _Add) -> None:
         try:

@@ -44,7 +44,7 @@ class LLMEngine:
             self.runner.num_blocks, config.block_size, config.enable_prefix_caching
         )
         self.scheduler = Scheduler(
-            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens
+            self.block_manager, config.max_num_seqs, self.runner.max_num_batched_tokens
         )
         self.tracked: dict[int, _Tracked] = {}
         self.requests: dict[str, list[Sequence]] = {}
@@ -60,7 +60,7 @@ class LLMEngine:
         """Queue a request; ValueError when it cannot be served (nothing is queued then)."""
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already running")
-        self._validate(prompt_token_ids, params)
+        self.check_request(prompt_token_ids, params)
         room = self.max_model_len - len(prompt_token_ids)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
         tracked = []  # every choice built before any is queued: all or nothing
@@ -76,7 +76,9 @@ class LLMEngine:
         self.requests[request_id] = [entry.seq for entry in tracked]
         self.stats.on_add(len(prompt_token_ids))
 
-    def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+    def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """ValueError for a request add_request would refuse. Reads only fixed facts, so a
+        server may call it from another thread before it builds anything per choice."""
         if not prompt_token_ids:
             raise ValueError("the prompt is empty")
         if params.n > self.config.max_n:

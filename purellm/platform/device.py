@@ -77,6 +77,20 @@ def configure_threads() -> int:
     return threads
 
 
+BATCHED_TOKENS_CPU = 256
+BATCHED_TOKENS_GPU = 2048
+
+
+def batched_tokens_default(device: torch.device, max_num_seqs: int) -> int:
+    """Tokens per step when --max-num-batched-tokens is not given, at least one per running
+    sequence. A step is the unit in which the engine handles aborts and new requests, and in
+    which running streams wait for a long prompt's chunk: on a 2-core CPU the default model
+    takes 0.4-0.6 s for a 256-token chunk at 4k tokens of context and 3-4 s for 2048, at the
+    same prompt and batch throughput (bench/prefill_chunks.py, BENCHMARKS.md)."""
+    default = BATCHED_TOKENS_CPU if device.type == "cpu" else BATCHED_TOKENS_GPU
+    return max(default, max_num_seqs)
+
+
 def kv_cache_budget(
     device: torch.device, kv_cache_memory: int | None, gpu_memory_utilization: float
 ) -> int:

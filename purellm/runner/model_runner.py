@@ -13,6 +13,7 @@ from purellm.layers.quant.config import QuantConfig, resolve
 from purellm.layers.sampler import Sampler, SamplingBatch
 from purellm.loaders.model_files import ModelFiles
 from purellm.platform import (
+    batched_tokens_default,
     choose_device,
     configure_threads,
     kv_cache_budget,
@@ -42,6 +43,9 @@ class ModelRunner:
         if self.device.type == "cpu":
             configure_threads()
         self.block_size = config.block_size
+        self.max_num_batched_tokens = config.max_num_batched_tokens or batched_tokens_default(
+            self.device, config.max_num_seqs
+        )
         model_max = getattr(files.config, "max_position_embeddings", None) or 4096
         max_model_len = config.max_model_len or model_max
         self.quant = quant_config(config, files, self.device, self.dtype)

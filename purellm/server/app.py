@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def lifespan(app: FastAPI):
         state.start_loading()
         yield
+        await asyncio.to_thread(state.shutdown)  # the engine thread ends before the loop does
 
     app = FastAPI(title="purellm", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state

@@ -28,11 +28,20 @@ _TYPES = {
 class APIError(Exception):
     """Raised anywhere in a handler; becomes an error response with this status."""
 
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, headers: dict | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.headers = headers
+        """Extra response headers, e.g. Retry-After on a 503."""
+
+
+def busy(message: str) -> APIError:
+    """A 503 that clients should retry (OpenAI's SDKs honour Retry-After)."""
+    return APIError(503, message, headers={"Retry-After": "1"})
 
 
 def bad_request(message: str, param: str | None = None) -> APIError:
@@ -45,8 +54,10 @@ def error_body(status: int, message: str, param: str | None = None) -> dict:
     return ErrorResponse(error=info).model_dump()
 
 
-def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param), status_code=status)
+def error_response(
+    status: int, message: str, param: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
 
 
 def sse_error(exc: BaseException) -> str:
@@ -87,7 +98,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param)
+        return error_response(exc.status, exc.message, exc.param, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,8 +26,8 @@ from purellm.server.serving_engine import (
     SSE_DONE,
     ClosingStreamingResponse,
     check_prompt,
-    check_queue,
-    generate,
+    check_prompt_bytes,
+    open_streams,
     random_id,
     resolve_max_tokens,
     sampling_params,
@@ -68,15 +68,16 @@ class ChatJob:
 
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     state: ServerState = raw_request.app.state.server
-    job = prepare(state, request)
-    check_queue(state)
-    deltas = generate(state, job.request_id, job.prompt_token_ids, job.params)
+    state.require_engine()
+    job = await state.off_loop(prepare, state, request)
+    streams = open_streams(state, [(job.request_id, job.prompt_token_ids)], job.params)
     if request.stream:
-        return ClosingStreamingResponse(stream_chat(state, job, deltas))
-    return await until_disconnected(raw_request, full_chat(state, job, deltas))
+        return ClosingStreamingResponse(stream_chat(state, job, streams[0]), streams)
+    return await until_disconnected(raw_request, full_chat(state, job, streams[0]), streams)
 
 
 def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
+    """The request rendered, tokenized and checked (on the tokenizing thread)."""
     model = state.check_model(request.model)
     tools = chat_utils.template_tools(request.tools, request.tool_choice)
     prompt = chat_utils.render(
@@ -87,6 +88,7 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
         request.continue_final_message,
         request.chat_template_kwargs,
     )
+    check_prompt_bytes(state, prompt, "messages")
     prompt_token_ids = state.tokenizer.encode(prompt, add_special_tokens=False)
     limit = request.max_completion_tokens
     param = "max_completion_tokens"
@@ -94,13 +96,15 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
         limit, param = request.max_tokens, "max_tokens"
     max_tokens = resolve_max_tokens(limit, param)
     check_prompt(state, prompt_token_ids, max_tokens)
+    params = sampling_params(state, request, max_tokens, _num_logprobs(request))
+    state.llm_engine.check_request(prompt_token_ids, params)  # n, logit_bias: 400s up front
     return ChatJob(
         request=request,
         request_id=random_id("chatcmpl"),
         model=model,
         prompt=prompt,
         prompt_token_ids=prompt_token_ids,
-        params=sampling_params(state, request, max_tokens, _num_logprobs(request)),
+        params=params,
         tool_parser=_tool_parser(state, request, tools),
         tools=tools,
         starts_in_reasoning=chat_utils.starts_in_reasoning(prompt),

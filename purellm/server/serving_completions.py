@@ -22,9 +22,9 @@ from purellm.server.serving_engine import (
     SSE_DONE,
     ClosingStreamingResponse,
     check_prompt,
-    check_queue,
-    generate,
+    check_prompt_bytes,
     merge,
+    open_streams,
     random_id,
     resolve_max_tokens,
     sampling_params,
@@ -57,21 +57,26 @@ class Choice:
 
 async def create_completion(request: CompletionRequest, raw_request: Request):
     state: ServerState = raw_request.app.state.server
+    state.require_engine()
+    job = await state.off_loop(_prepare, state, request)
+    requests = [(f"{job.request_id}-{i}", p.token_ids) for i, p in enumerate(job.prompts)]
+    streams = open_streams(state, requests, job.params)
+    if request.stream:
+        return ClosingStreamingResponse(job.stream(merge(streams)), streams)
+    return await until_disconnected(raw_request, job.full(merge(streams)), streams)
+
+
+def _prepare(state: ServerState, request: CompletionRequest) -> _Job:
+    """The request tokenized and checked (on the tokenizing thread)."""
     model = state.check_model(request.model)
     prompts = [_with_suffix(state, p, request.suffix) for p in _prompts(state, request)]
     max_tokens = resolve_max_tokens(request.max_tokens, "max_tokens")
     for prompt in prompts:
         check_prompt(state, prompt.token_ids, max_tokens)
     params = sampling_params(state, request, max_tokens, request.logprobs)
-    check_queue(state)
-    request_id = random_id("cmpl")
-    streams = [
-        generate(state, f"{request_id}-{i}", p.token_ids, params) for i, p in enumerate(prompts)
-    ]
-    job = _Job(state, request, request_id, model, prompts, params)
-    if request.stream:
-        return ClosingStreamingResponse(job.stream(merge(streams)))
-    return await until_disconnected(raw_request, job.full(merge(streams)))
+    for prompt in prompts:  # n, logit_bias: 400s before anything is built per choice
+        state.llm_engine.check_request(prompt.token_ids, params)
+    return _Job(state, request, random_id("cmpl"), model, prompts, params)
 
 
 def _prompts(state: ServerState, request: CompletionRequest) -> list[Prompt]:
@@ -85,6 +90,7 @@ def _prompts(state: ServerState, request: CompletionRequest) -> list[Prompt]:
     out = []
     for item in prompt:
         if isinstance(item, str):
+            check_prompt_bytes(state, item, "prompt")
             out.append(Prompt(item, state.tokenizer.encode(item)))
         else:
             ids = list(item)
@@ -106,6 +112,7 @@ def _with_suffix(state: ServerState, prompt: Prompt, suffix: str | None) -> Prom
             + "; this model has none",
             "suffix",
         )
+    check_prompt_bytes(state, suffix, "suffix")
     prefix_ids = tokenizer.encode(prompt.text, add_special_tokens=False)
     suffix_ids = tokenizer.encode(suffix, add_special_tokens=False)
     token_ids = [ids[0], *prefix_ids, ids[1], *suffix_ids, ids[2]]

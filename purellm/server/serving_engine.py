@@ -107,35 +107,75 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
         raise ValueError("logit_bias maps token ids (integers) to numbers") from None
 
 
-def check_queue(state: ServerState) -> None:
-    cap = state.config.max_queue_len
-    if cap is not None and state.num_waiting >= cap:
-        raise APIError(503, f"the server is busy: {state.num_waiting} requests are waiting")
+def check_prompt_bytes(state: ServerState, text: str, param: str) -> None:
+    """400 for a prompt too many bytes long to fit the context, before it is tokenized."""
+    size, limit = len(text.encode("utf-8", "surrogatepass")), state.max_prompt_bytes
+    if size > limit:
+        raise bad_request(
+            f"This model's maximum context length is {state.max_model_len} tokens. However, "
+            f"your prompt is {size} bytes long, more than that many tokens can hold.",
+            param,
+        )
 
 
-async def generate(
-    state: ServerState, request_id: str, prompt_token_ids: list[int], params: SamplingParams
-) -> AsyncIterator[Any]:
-    """The engine's deltas for one request, counted for /metrics and the waiting queue.
-    Closing this generator (or cancelling its task) aborts the request in the engine."""
-    engine = state.require_engine()
-    check_queue(state)
-    start, first, num_tokens = time.monotonic(), None, 0
-    state.num_waiting += 1
-    stream = engine.generate(request_id, prompt_token_ids, params)
-    try:
-        async for delta in stream:
-            if first is None:
-                first = time.monotonic()
-                state.num_waiting -= 1
-            num_tokens += len(delta.token_ids)
-            yield delta
-    finally:
-        if first is None:
-            state.num_waiting -= 1
+class EngineStream:
+    """One admitted engine request: its deltas, counted for /metrics and the waiting queue.
+    It holds a place in the queue from the moment it is made (see `open_streams`) until its
+    first token or `aclose()`, which also aborts it in the engine. `aclose` may be called any
+    number of times, also when iteration never started."""
+
+    def __init__(self, state: ServerState, request_id: str, prompt_token_ids: list[int], params):
+        self.state, self.request_id, self.params = state, request_id, params
+        self.started = self.closed = False
+        self._error: BaseException | None = None
+        self._start, self._first, self._num_tokens = time.monotonic(), None, 0
+        self._deltas = state.require_engine().generate(request_id, prompt_token_ids, params)
+        state.num_waiting += 1
+        state.streams[request_id] = self
+
+    def __aiter__(self) -> EngineStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        delta = await self._deltas.__anext__()
+        if not self.started:
+            self.started, self._first = True, time.monotonic()
+            self.state.num_waiting -= 1
+        self._num_tokens += len(delta.token_ids)
+        return delta
+
+    def end(self, error: BaseException) -> None:
+        """End the request with `error` (raised to whoever iterates) and abort it."""
+        self._error = error
+        self.state.engine.abort(self.request_id, error)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self._deltas.aclose()
+        state = self.state
+        state.num_waiting -= not self.started
+        state.streams.pop(self.request_id, None)
+        ttft = None if self._first is None else self._first - self._start
+        elapsed = time.monotonic() - self._start
+        state.metrics.observe_request(ttft, elapsed, self._num_tokens // self.params.n)
+
+
+def open_streams(
+    state: ServerState, requests: list[tuple[str, list[int]]], params: SamplingParams
+) -> list[EngineStream]:
+    """Admit a request's engine requests (id, prompt token ids) or raise 503. Whoever gets the
+    streams must `aclose()` them on every path (ClosingStreamingResponse, until_disconnected)."""
+    state.admit()
+    return [EngineStream(state, request_id, ids, params) for request_id, ids in requests]
+
+
+async def close_all(streams: list[EngineStream]) -> None:
+    for stream in streams:
         await stream.aclose()
-        ttft = None if first is None else first - start
-        state.metrics.observe_request(ttft, time.monotonic() - start, num_tokens // params.n)
 
 
 async def merge(streams: list[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, Any]]:
@@ -180,21 +220,34 @@ def sse(chunk: BaseModel) -> str:
 
 
 class ClosingStreamingResponse(StreamingResponse):
-    """A StreamingResponse that always closes its body generator, also when the client went
-    away mid-stream, so the request is aborted in the engine and its KV blocks are freed."""
+    """A StreamingResponse that always closes its body generator and its engine streams, also
+    when the client went away mid-stream or before the body started, so the requests are
+    aborted in the engine and their KV blocks and queue places are freed."""
 
-    def __init__(self, content: AsyncIterator[str]):
+    def __init__(self, content: AsyncIterator[str], streams: list[EngineStream]):
         super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.streams = streams
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self.body_iterator.aclose()
+            await close_all(self.streams)
 
 
-async def until_disconnected(raw_request: Request, work: Awaitable[Any]) -> Any:
-    """Await `work`, cancelling it (which aborts its engine requests) if the client leaves."""
+async def until_disconnected(
+    raw_request: Request, work: Awaitable[Any], streams: list[EngineStream]
+) -> Any:
+    """Await `work`, cancelling it if the client leaves; the streams are closed either way
+    (which aborts their engine requests if they are not finished)."""
+    try:
+        return await _until_disconnected(raw_request, work)
+    finally:
+        await close_all(streams)
+
+
+async def _until_disconnected(raw_request: Request, work: Awaitable[Any]) -> Any:
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_for_disconnect(raw_request))
     try:

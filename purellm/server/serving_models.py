@@ -41,6 +41,11 @@ async def get_model(model_id: str, raw_request: Request) -> JSONResponse:
 
 async def tokenize(request: TokenizeRequest, raw_request: Request) -> JSONResponse:
     state = _state(raw_request)
+    state.require_engine()
+    return await state.off_loop(_tokenize, state, request)
+
+
+def _tokenize(state: ServerState, request: TokenizeRequest) -> JSONResponse:
     state.check_model(request.model)
     tokenizer = state.tokenizer
     if (request.prompt is None) == (request.messages is None):
@@ -73,7 +78,7 @@ async def detokenize(request: DetokenizeRequest, raw_request: Request) -> JSONRe
     vocab = state.vocab_size
     if any(not 0 <= t < vocab for t in request.tokens):
         raise bad_request(f"token ids must be in [0, {vocab})", "tokens")
-    text = state.tokenizer.decode(request.tokens)
+    text = await state.off_loop(state.tokenizer.decode, request.tokens)
     return JSONResponse(DetokenizeResponse(prompt=text).model_dump())
 
 
@@ -84,9 +89,12 @@ async def version(raw_request: Request) -> JSONResponse:
 
 
 async def health(raw_request: Request) -> Response:
-    """200 once the model is loaded and the engine alive; 503 while loading or after a death."""
+    """200 once the model is loaded and the engine alive; 503 while loading, after a death and
+    while shutting down."""
     state = _state(raw_request)
     state.require_engine()
+    if state.draining:
+        raise APIError(503, "the server is shutting down")
     return Response(status_code=200)
 
 

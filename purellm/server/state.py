@@ -4,13 +4,15 @@ already up, so /health can answer 503 until it is ready. Nothing here imports to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from purellm.server.errors import APIError
+from purellm.server.errors import APIError, busy
 from purellm.server.metrics import Metrics
 
 log = logging.getLogger("purellm.server")
@@ -37,10 +39,14 @@ class ServerConfig:
     enable_auto_tool_choice: bool = False
     reasoning_parser: str | None = None
     """Any name turns on <think>...</think> parsing; Qwen3 models have it on by default."""
+    shutdown_timeout: float = 5.0
+    """Seconds running streams may take to finish after SIGTERM before they are cut."""
 
     def __post_init__(self) -> None:
         if self.max_queue_len is not None and self.max_queue_len < 0:
             raise ValueError("max_queue_len must be non-negative")
+        if not self.shutdown_timeout >= 0:
+            raise ValueError("shutdown_timeout must be non-negative")
 
 
 class ServerState:
@@ -54,7 +60,16 @@ class ServerState:
         self.on_load_failed: Callable[[BaseException], None] | None = None
         self.metrics = Metrics()
         self.num_waiting = 0
+        """Admitted engine requests without a first token yet (the queue that 503s guard)."""
+        self.streams: dict[str, Any] = {}
+        """request id -> the EngineStream of every admitted engine request not yet closed."""
+        self.draining = False
+        """Set on SIGTERM: no new requests are admitted."""
         self._token_strs: dict[int, str] = {}
+        self._max_token_bytes: int | None = None
+        self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="purellm-tokenize")
+        """Templates and tokenization run here, off the event loop (one thread: Rust
+        tokenizers refuse concurrent use of one instance)."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -76,8 +91,25 @@ class ServerState:
             self.on_loaded(self)
 
     def shutdown(self) -> None:
+        """Stop the engine thread (before the event loop closes) and the tokenizing thread."""
         if self.engine is not None:
             self.engine.shutdown()
+        self._tokenizing.shutdown(wait=False, cancel_futures=True)
+
+    async def off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on the tokenizing thread (templates, tokenization, prompt checks)."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn, *args)
+
+    def admit(self) -> None:
+        """Check the queue for room: 503 (with Retry-After) when it is full or the server is
+        stopping. The caller opens its streams right after, with no await in between, so the
+        check and the reservation are one step for the event loop."""
+        self.require_engine()
+        if self.draining:
+            raise busy("the server is shutting down")
+        cap = self.config.max_queue_len
+        if cap is not None and self.num_waiting >= cap:
+            raise busy(f"the server is busy: {self.num_waiting} requests are waiting")
 
     @property
     def is_ready(self) -> bool:
@@ -120,6 +152,17 @@ class ServerState:
     @property
     def vocab_size(self) -> int:
         return self.llm_engine.runner.vocab_size
+
+    @property
+    def max_prompt_bytes(self) -> int:
+        """A prompt of more UTF-8 bytes than this cannot fit the context, so it is refused
+        before tokenizing. No token spells more bytes than its vocabulary entry's UTF-8 form
+        (byte-level and SentencePiece entries are never shorter than the text they stand
+        for); the factor 2 leaves room for normalizers that shorten text (NFKC ligatures)."""
+        if self._max_token_bytes is None:
+            vocab = self.tokenizer.get_vocab()
+            self._max_token_bytes = max(len(t.encode("utf-8", "replace")) for t in vocab)
+        return 2 * self.max_model_len * self._max_token_bytes
 
     @property
     def model_type(self) -> str:

@@ -42,3 +42,16 @@ def server(tiny_checkpoint):
     remote.health_codes()
     yield remote
     assert remote.stop() == 0, remote.output
+
+
+@pytest.fixture(scope="module")
+def one_seq_server(tiny_checkpoint):
+    """One sequence may run and one wait; a long context. A module's own (tests stop it)."""
+    remote = RemoteServer(
+        [str(tiny_checkpoint), "--served-model-name", MODEL, "--dtype", "float32",
+         "--kv-cache-memory", "8MiB", "--max-model-len", "8192",
+         "--max-num-seqs", "1", "--max-queue-len", "1"]
+    )  # fmt: skip
+    remote.health_codes()
+    yield remote
+    remote.stop()

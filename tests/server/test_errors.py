@@ -73,8 +73,21 @@ def test_completions_400(server, fields, words):
     _assert_error(server.post("/v1/completions", {"model": MODEL, **fields}), 400, words)
 
 
-def test_streaming_request_errors_before_the_stream(server):
-    _assert_error(server.post("/v1/chat/completions", _chat(stream=True, n=0)), 400)
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"n": 0}, "n"),
+        ({"n": 17}, "n must be at most 16"),  # the engine's own limits, checked up front
+        ({"n": 2**64}, "n must be at most 16"),  # and before anything is built per choice
+        ({"logit_bias": {"999999": 1}}, "logit_bias token ids"),
+    ],
+)
+def test_streaming_request_errors_before_the_stream(server, fields, words):
+    for path, body in [
+        ("/v1/chat/completions", _chat(stream=True, **fields)),
+        ("/v1/completions", {"model": MODEL, "prompt": "Hi", "stream": True, **fields}),
+    ]:
+        _assert_error(server.post(path, body), 400, words)
 
 
 def test_malformed_json_and_non_object(server):

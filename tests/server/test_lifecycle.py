@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import MODEL
-from tests.server.remote import RemoteServer, next_events
+from tests.server.remote import next_events
 
 LONG = {
     "model": MODEL,
@@ -50,18 +50,6 @@ def test_disconnect_during_non_streaming_request_aborts_it(server):
     metrics = _wait_idle(server)
     assert metrics["purellm:num_requests_running"] == 0
     assert metrics["purellm:kv_cache_usage_perc"] == 0
-
-
-@pytest.fixture(scope="module")
-def one_seq_server(tiny_checkpoint):
-    remote = RemoteServer(
-        [str(tiny_checkpoint), "--served-model-name", MODEL, "--dtype", "float32",
-         "--kv-cache-memory", "8MiB", "--max-model-len", "8192",
-         "--max-num-seqs", "1", "--max-queue-len", "1"]
-    )  # fmt: skip
-    remote.health_codes()
-    yield remote
-    remote.stop()
 
 
 def test_full_queue_is_503_and_sigterm_exits_0(one_seq_server):
