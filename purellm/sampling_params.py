@@ -5,6 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class StructuredOutputsParams:
+    """Constrain the output to exactly one of: a JSON schema (`json`, a dict or its text), any
+    JSON object (`json_object`), a regular expression, one of some strings (`choice`) or a
+    Lark grammar. vLLM's shape; purellm compiles it with llguidance."""
+
+    json: str | dict | None = None
+    regex: str | None = None
+    choice: list[str] | tuple[str, ...] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+
+    def __post_init__(self) -> None:
+        given = self._given()
+        if len(given) != 1:
+            raise ValueError(
+                "structured outputs take exactly one of json, regex, choice, grammar, "
+                f"json_object; got {', '.join(given) or 'none'}"
+            )
+        if self.choice is not None and (not self.choice or not all(self.choice)):
+            raise ValueError("choice must be a list of non-empty strings")
+
+    def _given(self) -> list[str]:
+        given = [k for k in ("json", "regex", "choice", "grammar") if getattr(self, k) is not None]
+        return given + (["json_object"] if self.json_object else [])
+
+    @property
+    def kind(self) -> str:
+        """Which constraint this is: json, regex, choice, grammar or json_object."""
+        return self._given()[0]
+
+
 @dataclass
 class SamplingParams:
     """How to sample one request. Defaults follow vLLM (temperature 1.0, max_tokens 16).
@@ -36,6 +68,8 @@ class SamplingParams:
     skip_special_tokens: bool = True
     logit_bias: dict[int, float] | None = None
     """OpenAI's: token id -> a bias in [-100, 100] added to its logit before sampling."""
+    structured_outputs: StructuredOutputsParams | None = None
+    """A grammar every output must follow (engine/structured.py)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

@@ -11,6 +11,7 @@ from purellm.engine.detokenizer import IncrementalDetokenizer
 from purellm.engine.scheduler import Scheduler, SchedulerOutput
 from purellm.engine.sequence import Sequence
 from purellm.engine.stats import EngineStats
+from purellm.engine.structured import Grammars
 from purellm.loaders.model_files import ModelFiles
 from purellm.outputs import DeltaOutput, TokenLogprob
 from purellm.sampling_params import SamplingParams
@@ -46,6 +47,7 @@ class LLMEngine:
         self.scheduler = Scheduler(
             self.block_manager, config.max_num_seqs, self.runner.max_num_batched_tokens
         )
+        self.grammars = Grammars(self.tokenizer, self.runner.vocab_size, self.eos_ids)
         self.tracked: dict[int, _Tracked] = {}
         self.requests: dict[str, list[Sequence]] = {}
         self.stats = EngineStats()
@@ -60,12 +62,16 @@ class LLMEngine:
         """Queue a request; ValueError when it cannot be served (nothing is queued then)."""
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already running")
-        self.check_request(prompt_token_ids, params)
+        self._check_limits(prompt_token_ids, params)
         room = self.max_model_len - len(prompt_token_ids)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        matchers = [None] * params.n
+        if params.structured_outputs is not None:
+            matchers = self.grammars.matchers(params.structured_outputs, params.n)
         tracked = []  # every choice built before any is queued: all or nothing
         for index in range(params.n):
             seq = Sequence(list(prompt_token_ids), params, request_id, index, max_tokens=max_tokens)
+            seq.matcher = matchers[index]
             if params.seed is not None:
                 seq.generator = self.runner.generator_for(params.seed + index)
             detok = IncrementalDetokenizer(self.tokenizer, seq.prompt_token_ids, params)
@@ -77,8 +83,14 @@ class LLMEngine:
         self.stats.on_add(len(prompt_token_ids))
 
     def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """ValueError for a request add_request would refuse. Reads only fixed facts, so a
-        server may call it from another thread before it builds anything per choice."""
+        """ValueError for a request add_request would refuse. Thread-safe, so a server calls it
+        on another thread before it builds anything per choice; a grammar it compiles is kept
+        for add_request."""
+        self._check_limits(prompt_token_ids, params)
+        if params.structured_outputs is not None:
+            self.grammars.check(params.structured_outputs)
+
+    def _check_limits(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         if not prompt_token_ids:
             raise ValueError("the prompt is empty")
         if params.n > self.config.max_n:
@@ -111,6 +123,9 @@ class LLMEngine:
         out = self.scheduler.schedule()
         if not out.scheduled:
             return []
+        for item in out.scheduled:
+            if item.samples and item.seq.matcher is not None:
+                item.seq.allowed_tokens = item.seq.matcher.allowed_tokens()
         try:
             sampled = self.runner.run(out.scheduled, self.eos_ids)
         except Exception:
@@ -124,6 +139,8 @@ class LLMEngine:
         for item, token in zip([s for s in out.scheduled if s.samples], sampled, strict=False):
             seq = item.seq
             seq.output_token_ids.append(token.token_id)
+            if seq.matcher is not None:
+                seq.matcher.accept(token.token_id)
             self.stats.generation_tokens += 1
             stop_string = self.tracked[seq.seq_id].detokenizer.update([token.token_id])
             reason = self._finish_reason(seq, token.token_id, stop_string)
@@ -144,6 +161,8 @@ class LLMEngine:
             if stop_string is not None:
                 seq.stop_reason = stop_string
                 return "stop"
+        if seq.matcher is not None and seq.matcher.is_done:
+            return "stop"
         if seq.num_output_tokens >= seq.max_tokens or seq.num_tokens >= self.max_model_len:
             return "length"
         return None

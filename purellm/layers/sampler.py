@@ -49,6 +49,8 @@ class SamplingBatch:
     """[N, V] bool, tokens a row may not sample this step (min_tokens)."""
     logit_bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
     """(rows, token ids, biases) [B] each, for the rows that ask for a bias: added first."""
+    allowed_mask: torch.Tensor | None
+    """[N, V] bool, the tokens a row's grammar allows (all on unconstrained rows)."""
     generators: list[torch.Generator | None]
     seeded_rows: list[int]
     """Random (non-greedy) rows that draw from their own generator."""
@@ -66,6 +68,7 @@ class SamplingBatch:
         banned_ids: list[list[int]],
         vocab_size: int,
         device: torch.device,
+        allowed: list[bytes | None] | None = None,
     ) -> SamplingBatch:
         greedy = [_is_greedy(p) for p in params]
         random_rows = [i for i, g in enumerate(greedy) if not g]
@@ -81,6 +84,7 @@ class SamplingBatch:
             **_penalty_fields(params, prompt_ids, output_ids, vocab_size, device),
             banned_mask=_row_mask(banned_ids, vocab_size, device) if any(banned_ids) else None,
             logit_bias=_logit_bias(params, device),
+            allowed_mask=_allowed_mask(allowed, vocab_size, device),
             generators=list(generators),
             seeded_rows=seeded,
             any_unseeded_random=len(seeded) < len(random_rows),
@@ -91,7 +95,26 @@ class SamplingBatch:
     def needs_processing(self) -> bool:
         """Whether the logits change before argmax / sampling (else greedy is a bare argmax)."""
         penalties = (self.banned_mask, self.repetition_penalty, self.output_counts, self.logit_bias)
-        return not self.all_greedy or any(t is not None for t in penalties)
+        return not self.all_greedy or any(t is not None for t in (*penalties, self.allowed_mask))
+
+
+def _allowed_mask(
+    rows: list[bytes | None] | None, vocab_size: int, device: torch.device
+) -> torch.Tensor | None:
+    """[N, V] bool from grammar bitmasks (bit j of little-endian int32 word w: token 32w + j);
+    rows without one allow everything, tokens past a bitmask's end nothing."""
+    if rows is None or all(r is None for r in rows):
+        return None
+    words = -(-vocab_size // 32)
+    packed = torch.full((len(rows), words), -1, dtype=torch.int32)
+    for i, row in enumerate(rows):
+        if row is not None:
+            given = torch.frombuffer(bytearray(row), dtype=torch.int32)[:words]
+            packed[i].zero_()[: len(given)] = given
+    shifts = torch.arange(32, dtype=torch.int32)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1  # [N, W] -> [N, W, 32]
+    mask = bits.view(len(rows), words * 32)[:, :vocab_size]  # [N, W * 32] -> [N, V]
+    return mask.bool().to(device, non_blocking=True)
 
 
 def _logit_bias(params: list[SamplingParams], device: torch.device):
@@ -244,6 +267,8 @@ def _apply_penalties(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor
     if batch.logit_bias is not None:
         rows, tokens, biases = batch.logit_bias
         logits.index_put_((rows, tokens), biases.to(logits.dtype), accumulate=True)
+    if batch.allowed_mask is not None:
+        logits.masked_fill_(~batch.allowed_mask, _NEG_INF)
     if batch.banned_mask is not None:
         logits.masked_fill_(batch.banned_mask, _NEG_INF)
     if batch.repetition_penalty is not None:

@@ -123,6 +123,7 @@ class ModelRunner:
             banned_ids=banned,
             vocab_size=self.vocab_size,
             device=self.device,
+            allowed=[s.allowed_tokens if s.matcher is not None else None for s in seqs],
         )
 
 

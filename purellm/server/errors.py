@@ -95,6 +95,35 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return message, where or None
 
 
+class CatchAll:
+    """ASGI middleware: an exception no handler took becomes an OpenAI-shaped 500 here, inside
+    Starlette's ServerErrorMiddleware, which would answer and then re-raise it, so uvicorn
+    logged it twice and closed the keep-alive connection. Once a response has started (a
+    stream) the exception goes on up: the stream generators report errors in-band."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            status, message = classify(exc)
+            await error_response(status, message)(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -113,7 +142,4 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _value(request: Request, exc: ValueError) -> JSONResponse:
         return error_response(400, str(exc))
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        status, message = classify(exc)
-        return error_response(status, message)
+    app.add_middleware(CatchAll)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from purellm.sampling_params import SamplingParams
 from purellm.server import chat_utils
 from purellm.server.chat_choice import ChoiceParser, chat_logprobs
+from purellm.server.constraints import structured_outputs
 from purellm.server.errors import bad_request, sse_error
 from purellm.server.protocol import (
     ChatChoice,
@@ -27,6 +28,7 @@ from purellm.server.serving_engine import (
     ClosingStreamingResponse,
     check_prompt,
     check_prompt_bytes,
+    check_request,
     open_streams,
     random_id,
     resolve_max_tokens,
@@ -96,8 +98,9 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
         limit, param = request.max_tokens, "max_tokens"
     max_tokens = resolve_max_tokens(limit, param)
     check_prompt(state, prompt_token_ids, max_tokens)
-    params = sampling_params(state, request, max_tokens, _num_logprobs(request))
-    state.llm_engine.check_request(prompt_token_ids, params)  # n, logit_bias: 400s up front
+    structured, field = structured_outputs(request)
+    params = sampling_params(state, request, max_tokens, _num_logprobs(request), structured)
+    check_request(state, prompt_token_ids, params, field)
     return ChatJob(
         request=request,
         request_id=random_id("chatcmpl"),

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from purellm.sampling_params import SamplingParams
 from purellm.server.chat_choice import MIN_LOGPROB
+from purellm.server.constraints import structured_outputs
 from purellm.server.errors import bad_request, sse_error
 from purellm.server.protocol import (
     CompletionChoice,
@@ -23,6 +24,7 @@ from purellm.server.serving_engine import (
     ClosingStreamingResponse,
     check_prompt,
     check_prompt_bytes,
+    check_request,
     merge,
     open_streams,
     random_id,
@@ -73,9 +75,10 @@ def _prepare(state: ServerState, request: CompletionRequest) -> _Job:
     max_tokens = resolve_max_tokens(request.max_tokens, "max_tokens")
     for prompt in prompts:
         check_prompt(state, prompt.token_ids, max_tokens)
-    params = sampling_params(state, request, max_tokens, request.logprobs)
-    for prompt in prompts:  # n, logit_bias: 400s before anything is built per choice
-        state.llm_engine.check_request(prompt.token_ids, params)
+    structured, field = structured_outputs(request)
+    params = sampling_params(state, request, max_tokens, request.logprobs, structured)
+    for prompt in prompts:
+        check_request(state, prompt.token_ids, params, field)
     return _Job(state, request, random_id("cmpl"), model, prompts, params)
 
 

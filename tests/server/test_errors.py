@@ -171,3 +171,28 @@ def test_logit_bias_steers_the_output(server):
         "/tokenize", {"model": MODEL, "prompt": response.json()["choices"][0]["message"]["content"]}
     ).json()["tokens"]
     assert set(ids) <= {42}
+
+
+def test_an_unexpected_exception_is_an_openai_500_that_is_not_re_raised():
+    """Raised past every handler, it is answered here rather than re-raised to uvicorn (which
+    then closed the keep-alive connection); the real server has no route that fails so."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from purellm.server.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("kaboom")
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get("/boom")
+
+    error = _assert_error(asyncio.run(call()), 500, "RuntimeError: kaboom")
+    assert error["type"] == "internal_server_error"

@@ -215,6 +215,7 @@ let
           gguf = simple "gguf" [ self.numpy ];
           jinja2 = simple "jinja2" [ ];
           pydantic = simple "pydantic" [ ];
+          llguidance = simple "llguidance" [ ];
           fastapi = simple "fastapi" [ self.pydantic ];
           uvicorn = simple "uvicorn" [ ] // {
             optional-dependencies.standard = [ self.uvloop ];
