@@ -2,10 +2,9 @@
 
 Chat and completions requests, mostly streaming, n=1 or 2, greedy or seeded sampling, short and
 few-thousand-token prompts; ~15% of streams are closed early on purpose, some non-streaming
-requests get a short client timeout, a few bad requests must get a 4xx with an OpenAI error
-body. Prints the server's RSS and /metrics gauges every --report-every seconds, then checks that
-the server goes idle. Exit code 1 on any error the script did not provoke or when the server
-does not go idle. Not a test, not in CI.
+requests get a short client timeout, a few bad requests must get a 4xx with an OpenAI error body.
+Prints the server's RSS and /metrics gauges every --report-every seconds, then checks that it goes
+idle. Exit code 1 on any unprovoked error or if the server does not go idle. Not a test, not in CI.
 
     python bench/soak.py                                        # launch purellm, 20 minutes
     python bench/soak.py --minutes 2 --report-every 15          # a short check
@@ -17,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -37,19 +37,15 @@ import httpx
 
 try:
     import psutil
-
-    GONE: tuple = (OSError, StopIteration, psutil.Error)
 except ImportError:  # then /proc/PID/status: the process alone, without children
-    psutil, GONE = None, (OSError, StopIteration)
+    psutil = None
 
-SENTENCES = [
-    "The old lighthouse keeper climbed the spiral stairs every evening to light the lamp.",
-    "In the spring the river flooded the lower fields, so the farmers moved their sheep.",
-    "A small robot wandered through the empty museum at night, reading every label.",
-    "Explain in simple words why the sky looks blue during the day and red at sunset.",
-    "Write a short story about a cat who becomes the mayor of a small fishing town.",
-    "Describe the steps needed to plant a vegetable garden on a small city balcony.",
-]
+SENTENCES = """The old lighthouse keeper climbed the spiral stairs every evening to light the lamp.
+In the spring the river flooded the lower fields, so the farmers moved their sheep.
+A small robot wandered through the empty museum at night, reading every label.
+Explain in simple words why the sky looks blue during the day and red at sunset.
+Write a short story about a cat who becomes the mayor of a small fishing town.
+Describe the steps needed to plant a vegetable garden on a small city balcony.""".splitlines()
 BAD = [  # (what, body changes); "empty messages" is sent to chat only
     ("max_tokens 0", {"max_tokens": 0}), ("unknown model", {"model": "no-such-model"}),
     ("negative temperature", {"temperature": -1}), ("n 0", {"n": 0}),
@@ -57,6 +53,7 @@ BAD = [  # (what, body changes); "empty messages" is sent to chat only
 ]  # fmt: skip
 OUTCOMES = ("ok", "provoked", "4xx", "unexpected")
 GAUGES = ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc")
+COLUMNS = "elapsed RSS_MiB done ok provoked 4xx unexpected running waiting kv%"
 
 
 @dataclass
@@ -82,8 +79,7 @@ class Stats:
         self.tokens += tokens
         if outcome == "unexpected" and len(self.errors) < 10:
             body = {k: v if len(json.dumps(v)) < 120 else "<long>" for k, v in req.body.items()}
-            cut = req.disconnect_after
-            how = "" if cut is None else f" disconnect_after={cut}"
+            how = f" disconnect_after={cut}" if (cut := req.disconnect_after) is not None else ""
             how += f" timeout={req.timeout:.2f}" if req.timeout else ""
             self.errors.append(f"#{req.i} POST {req.path}{how} {json.dumps(body)}\n    -> {detail}")
 
@@ -109,23 +105,19 @@ def make_request(seed: int, i: int, model: str) -> Req:
     stream = rng.random() < 0.8
     body: dict = {"model": model, "max_tokens": rng.randint(8, 256), "stream": stream}
     text = make_prompt(rng, i)
-    body.update({"messages": [{"role": "user", "content": text}]} if chat else {"prompt": text})
-    if rng.random() < 0.2:
-        body["n"] = 2
-    if rng.random() < 0.4:
-        body["temperature"] = 0
-    else:
-        body.update(temperature=round(rng.uniform(0.5, 1.2), 2), seed=rng.randrange(2**31))
-    if rng.random() < 0.1:
-        body["ignore_eos"] = True
+    body |= {"messages": [{"role": "user", "content": text}]} if chat else {"prompt": text}
+    body |= {"n": 2} if rng.random() < 0.2 else {}
+    body["temperature"] = 0 if rng.random() < 0.4 else round(rng.uniform(0.5, 1.2), 2)
+    if body["temperature"]:  # sampled: seeded
+        body["seed"] = rng.randrange(2**31)
+    body |= {"ignore_eos": True} if rng.random() < 0.1 else {}
     kind = f"{'chat' if chat else 'completions'}/{'stream' if stream else 'plain'}"
     req = Req(i, kind, "/chat/completions" if chat else "/completions", body)
     if bad is not None:
         req.kind, req.bad = "bad", bad[0]
-        body.update(bad[1])
+        body |= bad[1]
     elif stream:
-        if rng.random() < 0.5:
-            body["stream_options"] = {"include_usage": True}
+        body |= {"stream_options": {"include_usage": True}} if rng.random() < 0.5 else {}
         if rng.random() < 0.15:
             req.disconnect_after = rng.randint(0, 40)
     elif rng.random() < 0.1:
@@ -153,8 +145,7 @@ async def run_stream(client: httpx.AsyncClient, req: Req) -> tuple[str, str, int
             if data == "[DONE]":
                 return done(req.body.get("n", 1), finished, usage or text_events)
             events += 1
-            chunk = json.loads(data)
-            if "error" in chunk:
+            if "error" in (chunk := json.loads(data)):
                 return "unexpected", f"error event after {events - 1} events: {data[:300]}", 0
             for choice in chunk.get("choices") or []:
                 text_events += bool(choice.get("text") or choice.get("delta", {}).get("content"))
@@ -168,13 +159,8 @@ async def run_stream(client: httpx.AsyncClient, req: Req) -> tuple[str, str, int
 
 async def run_plain(client: httpx.AsyncClient, req: Req) -> tuple[str, str, int]:
     """Non-streaming requests, and bad ones (streaming or not: the whole body is read)."""
-    try:
-        timeout = httpx.Timeout(req.timeout) if req.timeout else httpx.USE_CLIENT_DEFAULT
-        resp = await client.post(req.path, json=req.body, timeout=timeout)
-    except httpx.TimeoutException:
-        if req.timeout:
-            return "provoked", "", 0
-        raise
+    timeout = req.timeout or httpx.USE_CLIENT_DEFAULT
+    resp = await client.post(req.path, json=req.body, timeout=timeout)
     if req.bad:
         return check_bad(req, resp.status_code, resp.content)
     if resp.status_code != 200:
@@ -187,13 +173,12 @@ async def run_plain(client: httpx.AsyncClient, req: Req) -> tuple[str, str, int]
 def check_bad(req: Req, status: int, raw: bytes) -> tuple[str, str, int]:
     if not 400 <= status < 500:
         return "unexpected", f"{req.bad}: expected a 4xx, got {status}: {raw[:300]!r}", 0
-    try:
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         err = json.loads(raw)["error"]
-        assert {"message", "type", "param", "code"} <= err.keys()
-        assert isinstance(err["message"], str) and isinstance(err["type"], str)
-    except (ValueError, KeyError, TypeError, AttributeError, AssertionError):
-        return "unexpected", f"{req.bad}: not an OpenAI error body: {raw[:300]!r}", 0
-    return "4xx", "", 0
+        keys = {"message", "type", "param", "code"} <= err.keys()
+        if keys and isinstance(err["message"], str) and isinstance(err["type"], str):
+            return "4xx", "", 0
+    return "unexpected", f"{req.bad}: not an OpenAI error body: {raw[:300]!r}", 0
 
 
 async def run_one(client: httpx.AsyncClient, req: Req, stats: Stats) -> None:
@@ -202,6 +187,8 @@ async def run_one(client: httpx.AsyncClient, req: Req, stats: Stats) -> None:
         outcome, detail, tokens = await fn(client, req)
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
         outcome, detail, tokens = "unexpected", f"{type(e).__name__}: {e}", 0
+        if req.timeout and isinstance(e, httpx.TimeoutException):  # the provoked client timeout
+            outcome, detail = "provoked", ""
     except asyncio.CancelledError:  # still running after the drain time: the script cut it
         stats.cut += 1
         stats.record(req, "provoked", "", 0)
@@ -210,35 +197,27 @@ async def run_one(client: httpx.AsyncClient, req: Req, stats: Stats) -> None:
 
 
 def rss_mib(pid: int | None) -> float:
-    """The resident set of `pid` and (with psutil) its children, MiB; NaN when unknown."""
-    try:
+    """The resident set of `pid` and (with psutil) its children, MiB; NaN when unknown or gone."""
+    with contextlib.suppress(OSError, StopIteration, *([psutil.Error] if psutil else [])):
         if pid is not None and psutil is not None:
             procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
             return sum(p.memory_info().rss for p in procs) / 2**20
         if pid is not None:
             with open(f"/proc/{pid}/status") as f:
                 return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")) / 1024
-    except GONE:  # the process is gone
-        pass
     return math.nan
 
 
-async def metrics(client: httpx.AsyncClient, root: str) -> dict[str, float]:
+async def metrics(client: httpx.AsyncClient, root: str) -> Counter:
     """`purellm:NAME` -> value (summed over label sets); empty when /metrics fails."""
-    try:
+    out: Counter = Counter()
+    with contextlib.suppress(httpx.HTTPError):
         resp = await client.get(f"{root}/metrics", timeout=10)
-        resp.raise_for_status()
-    except httpx.HTTPError:
-        return {}
-    out: dict[str, float] = {}
-    for line in resp.text.splitlines():
-        if line.startswith("purellm:"):
-            name, value = line.partition("{")[0].removeprefix("purellm:"), line.rsplit(" ", 1)[1]
-            out[name] = out.get(name, 0.0) + float(value)
+        for line in resp.raise_for_status().text.splitlines():
+            if line.startswith("purellm:"):
+                name = line.partition("{")[0].removeprefix("purellm:")
+                out[name] += float(line.rsplit(" ", 1)[1])
     return out
-
-
-COLUMNS = "elapsed RSS_MiB done ok provoked 4xx unexpected running waiting kv%"
 
 
 def report_line(elapsed: float, rss: float, stats: Stats, m: dict) -> str:
@@ -252,14 +231,11 @@ async def soak(args, url: str, pid: int | None, proc: subprocess.Popen | None) -
     root = url.removesuffix("/").removesuffix("/v1")
     limits = httpx.Limits(max_connections=args.concurrency + 4)
     timeout = httpx.Timeout(args.request_timeout, connect=30.0)
-    async with (
-        httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client,
-        httpx.AsyncClient() as mclient,
-    ):
+    client = httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
+    async with client, httpx.AsyncClient() as mclient:
         model = args.model or (await client.get("/models")).json()["data"][0]["id"]
         print(f"model: {model}, server pid: {pid}\n\n{COLUMNS}", flush=True)
-        stats, ids, samples = Stats(), itertools.count(), []
-        t0 = time.monotonic()
+        stats, ids, samples, t0 = Stats(), itertools.count(), [], time.monotonic()
 
         async def worker() -> None:
             while time.monotonic() - t0 < args.minutes * 60 and (not proc or proc.poll() is None):
@@ -286,32 +262,28 @@ async def soak(args, url: str, pid: int | None, proc: subprocess.Popen | None) -
         duration = time.monotonic() - t0
         await sample()
         idle, m = await wait_idle(mclient, root, args.idle_timeout)
-        rss_idle = rss_mib(pid)
-    return summary(args, stats, samples, duration, idle, m, rss_idle)
+        return summary(args, stats, samples, duration, idle, m, rss_mib(pid))
 
 
 async def wait_idle(client: httpx.AsyncClient, root: str, timeout: float) -> tuple[bool, dict]:
     deadline = time.monotonic() + timeout
-    while True:
-        m = await metrics(client, root)
-        if m and all(m.get(k) == 0 for k in GAUGES):
-            return True, m
+    while not ((m := await metrics(client, root)) and all(m.get(k) == 0 for k in GAUGES)):
         if time.monotonic() > deadline:
             return False, m
         await asyncio.sleep(0.5)
+    return True, m
 
 
 def warm_sample(args, samples: list[tuple]) -> tuple:
     """The first report after --warmup seconds and after the server has written about as many
     KV tokens as its cache holds. The CPU cache is an anonymous map whose pages become resident
     when first written, and freed full blocks are reused last, so RSS grows until then."""
-    if args.kv_tokens:
-        warm = [s for s in samples if s[0] >= args.warmup and s[2] >= args.kv_tokens]
-        if warm:
-            return warm[0]
+    warmup = min(120.0, 0.2 * args.minutes * 60) if args.warmup is None else args.warmup
+    warm = [s for s in samples if s[0] >= warmup and s[2] >= (args.kv_tokens or -math.inf)]
+    if args.kv_tokens and not warm:
         print(f"KV cache not warm: {samples[-1][2]:,.0f} of {args.kv_tokens:,} tokens written;"
               " the RSS growth below includes the cache filling in")  # fmt: skip
-    return next((s for s in samples if s[0] >= args.warmup), samples[-1])
+    return (warm or [s for s in samples if s[0] >= warmup] or samples[-1:])[0]
 
 
 def summary(args, stats: Stats, samples, duration, idle, m, rss_idle) -> int:
@@ -323,50 +295,39 @@ def summary(args, stats: Stats, samples, duration, idle, m, rss_idle) -> int:
         print(f"{kind:<20}" + "".join(f"{stats.counts[kind, o]:>11}" for o in OUTCOMES))
     print(f"requests: {stats.total()} ({stats.total() / duration:.2f}/s)")
     print(f"output tokens of completed requests: {stats.tokens} ({stats.tokens / duration:.1f}/s)")
-    print(
-        f"RSS: {warm[1]:.1f} MiB at {warm[0]:.0f} s (after warm-up) -> {last[1]:.1f} MiB at "
-        f"{last[0]:.0f} s: {growth:+.1f} MiB ({growth / warm[1] * 100:+.1f}%); "
-        f"peak {max(s[1] for s in samples):.1f} MiB; idle {rss_idle:.1f} MiB"
-    )
+    print(f"RSS: {warm[1]:.1f} MiB at {warm[0]:.0f} s (after warm-up) -> {last[1]:.1f} MiB at "
+          f"{last[0]:.0f} s: {growth:+.1f} MiB ({growth / warm[1] * 100:+.1f}%); "
+          f"peak {max(s[1] for s in samples):.1f} MiB; idle {rss_idle:.1f} MiB")  # fmt: skip
     gauges = ", ".join(f"{k} {m.get(k, math.nan):g}" for k in GAUGES)
     print(f"idle check: {'passed' if idle else 'FAILED'} ({gauges})")
     hits, queries = m.get("prefix_cache_hits_total", 0), m.get("prefix_cache_queries_total", 0)
     print(f"preemptions {m.get('num_preemptions_total', 0):g}, prefix cache {hits:g}/{queries:g}")
     if stats.cut:
         print(f"{stats.cut} requests still running after --drain-timeout were cancelled")
-    print(f"unexpected errors: {stats.total('unexpected')}")
-    for line in stats.errors:
-        print(f"  {line}")
-    return 1 if stats.total("unexpected") or not idle else 0
+    unexpected = stats.total("unexpected")
+    print(f"unexpected errors: {unexpected}", *(f"  {line}" for line in stats.errors), sep="\n")
+    return 1 if unexpected or not idle else 0
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
-
-
-def launch(args, log_path: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def launch(args) -> tuple[subprocess.Popen, str]:
+    """`purellm serve` on a free port, once healthy; its KV cache size goes to args.kv_tokens."""
+    log_path = os.path.join(tempfile.mkdtemp(prefix="purellm_soak_"), "server.log")
+    with socket.create_server(("127.0.0.1", 0)) as sock:  # a free port
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "purellm", "serve", *([args.model] if args.model else [])]
     cmd += ["--port", str(port), *shlex.split(args.serve_args)]
     print(f"server: {shlex.join(cmd)}\nserver log: {log_path}", flush=True)
     with open(log_path, "wb") as log:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the KV cache size line, read below
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
     deadline = time.monotonic() + args.startup_timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                with open(log_path, errors="replace") as f:
+                    found = re.search(r"KV cache: ([\d,]+) tokens", f.read())
+                args.kv_tokens = args.kv_tokens or (found and int(found[1].replace(",", "")))
                 return proc, f"http://127.0.0.1:{port}/v1"
-        except httpx.HTTPError:
-            pass
         time.sleep(0.5)
     stop(proc)
     sys.exit(f"server not healthy (exit code {proc.returncode}); see {log_path}")
@@ -403,28 +364,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds, after the drain")
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds (unprovoked)")
     p.add_argument("--startup-timeout", type=float, default=300.0)
-    args = p.parse_args()
-    if args.warmup is None:
-        args.warmup = min(120.0, 0.2 * args.minutes * 60)
-    return args
+    return p.parse_args()
 
 
 def main() -> int:
-    args = parse_args()
+    args, cpu = parse_args(), "unknown"
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     print(f"purellm soak: {args.minutes:g} min, concurrency {args.concurrency}, seed {args.seed}")
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); Python {sys.version.split()[0]}")
-    proc = None
-    if args.url:
-        url, pid = args.url, args.pid
-    else:
-        log_path = os.path.join(tempfile.mkdtemp(prefix="purellm_soak_"), "server.log")
-        proc, url = launch(args, log_path)
-        with open(log_path, errors="replace") as f:
-            found = re.search(r"KV cache: ([\d,]+) tokens", f.read())
-        args.kv_tokens = args.kv_tokens or (found and int(found[1].replace(",", "")))
-        pid = proc.pid
+    print(f"CPU: {cpu} ({os.cpu_count()} cores); Python {sys.version.split()[0]}")
+    proc, url = (None, args.url) if args.url else launch(args)
     try:
-        return asyncio.run(soak(args, url, pid, proc))
+        return asyncio.run(soak(args, url, proc.pid if proc else args.pid, proc))
     finally:
         if proc is not None:
             stop(proc)

@@ -168,6 +168,8 @@ def banner(state) -> str:
         f"  OpenAI base URL: {base_url(config.host, config.port)}   model: {state.model_name}",
         f"  API key: {'required' if config.api_keys else 'none (any key is accepted)'}",
     ]
+    if state.tools_problem:
+        lines.append(f"  tools: requests with tools get 400: {state.tools_problem}")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from purellm.config import EngineConfig
@@ -17,6 +18,9 @@ from purellm.outputs import DeltaOutput, TokenLogprob
 from purellm.sampling_params import SamplingParams
 
 log = logging.getLogger("purellm")
+
+TRIM_SECONDS = 30.0
+"""How often a busy engine hands freed heap memory back to the OS (a few ms each time)."""
 
 
 @dataclass
@@ -51,6 +55,7 @@ class LLMEngine:
         self.tracked: dict[int, _Tracked] = {}
         self.requests: dict[str, list[Sequence]] = {}
         self.stats = EngineStats()
+        self._trimmed = time.monotonic()
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -68,6 +73,7 @@ class LLMEngine:
         matchers = [None] * params.n
         if params.structured_outputs is not None:
             matchers = self.grammars.matchers(params.structured_outputs, params.n)
+            self.stats.constrained_requests += 1
         tracked = []  # every choice built before any is queued: all or nothing
         for index in range(params.n):
             seq = Sequence(list(prompt_token_ids), params, request_id, index, max_tokens=max_tokens)
@@ -123,9 +129,10 @@ class LLMEngine:
         out = self.scheduler.schedule()
         if not out.scheduled:
             return []
-        for item in out.scheduled:
-            if item.samples and item.seq.matcher is not None:
-                item.seq.allowed_tokens = item.seq.matcher.allowed_tokens()
+        if time.monotonic() - self._trimmed > TRIM_SECONDS:
+            self.runner.release_freed_memory()
+            self._trimmed = time.monotonic()
+        self._grammar_masks(out)
         try:
             sampled = self.runner.run(out.scheduled, self.eos_ids)
         except Exception:
@@ -133,6 +140,14 @@ class LLMEngine:
             return self._fail(out)
         self.scheduler.update(out)
         return self._postprocess(out, sampled)
+
+    def _grammar_masks(self, out: SchedulerOutput) -> None:
+        """The allowed tokens of each constrained sequence that samples this step."""
+        start = time.perf_counter()
+        for item in out.scheduled:
+            if item.samples and item.seq.matcher is not None:
+                item.seq.allowed_tokens = item.seq.matcher.allowed_tokens()
+        self.stats.grammar_mask_seconds += time.perf_counter() - start
 
     def _postprocess(self, out: SchedulerOutput, sampled) -> list[DeltaOutput]:
         deltas = []

@@ -12,6 +12,10 @@ class EngineStats:
     generation_tokens: int = 0
     finished: Counter = field(default_factory=Counter)
     """finish reason -> number of sequences that ended with it."""
+    constrained_requests: int = 0
+    """Requests whose output followed a grammar (structured outputs, forced tool calls)."""
+    grammar_mask_seconds: float = 0.0
+    """Time spent computing grammar masks, on the engine's thread."""
 
     def on_add(self, num_prompt_tokens: int) -> None:
         self.prompt_tokens += num_prompt_tokens

@@ -85,6 +85,12 @@ class ModelRunner:
         """The bytes the loaded weights (and the scratch, as grown so far) take."""
         return held_bytes(self.model)
 
+    def release_freed_memory(self) -> None:
+        """Give the heap's free pages back to the OS (CPU: a long-running server's step
+        tensors of ever-changing sizes leave them behind)."""
+        if self.device.type == "cpu":
+            release_freed_memory()
+
     def generator_for(self, seed: int) -> torch.Generator:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed)

@@ -102,6 +102,10 @@ def _engine_values(engine) -> list[tuple[str, str, str, float]]:
          stats.prompt_tokens if stats else 0),
         ("purellm:generation_tokens_total", "counter", "Tokens generated.",
          stats.generation_tokens if stats else 0),
+        ("purellm:structured_output_requests_total", "counter", "Requests whose output "
+         "followed a grammar.", stats.constrained_requests if stats else 0),
+        ("purellm:grammar_mask_seconds_total", "counter", "Seconds spent computing grammar "
+         "masks.", stats.grammar_mask_seconds if stats else 0.0),
     ]  # fmt: skip
 
 

