@@ -5,6 +5,7 @@ already up, so /health can answer 503 until it is ready. Nothing here imports to
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -66,8 +67,6 @@ class ServerState:
         self.draining = False
         """Set on SIGTERM: no new requests are admitted."""
         self._token_strs: dict[int, str] = {}
-        self._tools_problem: tuple[str | None] | None = None
-        self._max_token_bytes: int | None = None
         self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="purellm-tokenize")
         """Templates and tokenization run here, off the event loop (one thread: Rust
         tokenizers refuse concurrent use of one instance)."""
@@ -160,10 +159,11 @@ class ServerState:
         before tokenizing. No token spells more bytes than its vocabulary entry's UTF-8 form
         (byte-level and SentencePiece entries are never shorter than the text they stand
         for); the factor 2 leaves room for normalizers that shorten text (NFKC ligatures)."""
-        if self._max_token_bytes is None:
-            vocab = self.tokenizer.get_vocab()
-            self._max_token_bytes = max(len(t.encode("utf-8", "replace")) for t in vocab)
         return 2 * self.max_model_len * self._max_token_bytes
+
+    @functools.cached_property
+    def _max_token_bytes(self) -> int:
+        return max(len(t.encode("utf-8", "replace")) for t in self.tokenizer.get_vocab())
 
     @property
     def model_type(self) -> str:
@@ -182,15 +182,10 @@ class ServerState:
 
         return tool_parser_for_model(self.model_type, self.tokenizer.chat_template)
 
-    @property
+    @functools.cached_property
     def tools_problem(self) -> str | None:
         """Why requests with tools cannot work with this model as served, or None: its chat
         template never shows tools to the model, or no tool-call format is known for it."""
-        if self._tools_problem is None:
-            self._tools_problem = (self._find_tools_problem(),)
-        return self._tools_problem[0]
-
-    def _find_tools_problem(self) -> str | None:
         from purellm.server import chat_utils
 
         probe = [{"role": "user", "content": "hi"}]

@@ -16,15 +16,8 @@ import pytest
 
 from tests.server.conftest import MODEL
 from tests.server.remote import RemoteServer, next_events
+from tests.server.test_errors import _assert_error
 from tests.server.test_lifecycle import LONG, _wait_idle
-
-
-def _assert_error(response: httpx.Response, status: int, words: str = "") -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == status and words.lower() in error["message"].lower()
-    return error
 
 
 def _assert_idle(server) -> None:

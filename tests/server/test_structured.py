@@ -41,15 +41,19 @@ def test_response_format_json_schema(server, stream, seed):
     body = _chat(response_format=_json_schema(SMALL), n=2, seed=seed, stream=stream)
     response = server.post("/v1/chat/completions", body)
     assert response.status_code == 200, response.text
-    if stream:
-        texts = ["", ""]
-        for event in sse_events(response)[:-1]:
-            for choice in event["choices"]:
-                texts[choice["index"]] += choice["delta"].get("content") or ""
-    else:
-        texts = [c["message"]["content"] for c in response.json()["choices"]]
-    for text in texts:
+    for text in _contents(response, 2, stream):
         jsonschema.validate(json.loads(text), SMALL)
+
+
+def _contents(response, n: int, stream: bool) -> list[str]:
+    """Each choice's message content, from a full response or a stream's deltas."""
+    if not stream:
+        return [c["message"]["content"] for c in response.json()["choices"]]
+    texts = [""] * n
+    for event in sse_events(response)[:-1]:
+        for choice in event["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+    return texts
 
 
 @pytest.mark.parametrize(
@@ -169,13 +173,7 @@ def _ask(server, schema: dict, n: int, stream: bool, seed: int | None, constrain
         body["response_format"] = _json_schema(schema)
     response = server.post("/v1/chat/completions", body, timeout=600)
     assert response.status_code == 200, response.text
-    if not stream:
-        return [c["message"]["content"] for c in response.json()["choices"]]
-    texts = [""] * n
-    for event in sse_events(response)[:-1]:
-        for choice in event["choices"]:
-            texts[choice["index"]] += choice["delta"].get("content") or ""
-    return texts
+    return _contents(response, n, stream)
 
 
 def _valid(text: str, schema: dict) -> bool:
