@@ -87,7 +87,9 @@ class ChoiceParser:
         )
 
     def finish_reason(self, engine_reason: str | None) -> str | None:
-        return "tool_calls" if self.tool_calls else engine_reason
+        """The engine's reason, or "tool_calls" when calls were made and the output ended by
+        itself (cut short, a call's arguments may be incomplete: "length" says so)."""
+        return "tool_calls" if self.tool_calls and engine_reason == "stop" else engine_reason
 
 
 def _tool_call_delta(delta) -> DeltaToolCall:

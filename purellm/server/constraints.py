@@ -1,13 +1,10 @@
 """The request fields that constrain an output to a grammar: OpenAI's `response_format`, and
-vLLM's `structured_outputs` and older `guided_*` fields (at most one may be given); and the
-grammar of a tool call that tool_choice "required" or a named tool asks for."""
+vLLM's `structured_outputs` and older `guided_*` fields (at most one may be given)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from purellm.engine.structured import JSON_OPTIONS
 from purellm.sampling_params import StructuredOutputsParams
 from purellm.server.errors import bad_request
 from purellm.server.protocol import SamplingFields
@@ -69,38 +66,3 @@ def _response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
     raise bad_request(
         "response_format.type must be text, json_object or json_schema", "response_format"
     )
-
-
-def tool_call_constraint(
-    parser: str, tools: list[dict], parallel: bool
-) -> StructuredOutputsParams | None:
-    """A grammar for a tool call (several with `parallel`) in `parser`'s wire format, its
-    arguments following the tool's JSON schema: for tool_choice "required" or a named tool
-    (then `tools` holds that one). None for a format not constrained yet (qwen3_coder)."""
-    if parser == "hermes":
-        call = '"<tool_call>\\n" ' + _calls_json(tools, "arguments") + ' "\\n</tool_call>"'
-        more = '("\\n" call)*' if parallel else ""
-    elif parser == "llama3_json":
-        call = _calls_json(tools, "parameters")
-        more = '("; " call)*' if parallel else ""
-    else:
-        return None
-    return StructuredOutputsParams(grammar=f"start: call {more}\ncall: {call}\n")
-
-
-def _calls_json(tools: list[dict], arguments_key: str) -> str:
-    """An inline %json rule: {"name": one of the tools, "<arguments_key>": its parameters}."""
-    options = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"const": tool["function"]["name"]},
-                arguments_key: tool["function"].get("parameters") or {"type": "object"},
-            },
-            "required": ["name", arguments_key],
-            "additionalProperties": False,
-        }
-        for tool in tools
-    ]
-    schema = {"anyOf": options, "x-guidance": JSON_OPTIONS}
-    return "%json " + json.dumps(schema)

@@ -13,8 +13,11 @@ dropped), converted to the JSON type the tool's schema gives the parameter: stri
 text, integers and numbers are parsed (a number with no fraction becomes an integer),
 booleans are "true"/"false", objects and arrays are JSON (or Python literals), "null" is
 null; a value that does not parse as its type, or a parameter the schema lacks, stays text.
-A block that is not a well-formed call stays content, tags included. Calls stream as the
-hermes ones do: whole, once their block is closed."""
+
+Calls stream as vLLM's do: id and name at `<function=NAME>`, then the arguments object as JSON
+built parameter by parameter; a text value streams as it is written, other values once their
+closing tag is there. A block that opens with no `<function=NAME>` stays content; text between
+a call's tags is dropped; a call cut short stands with its unclosed arguments."""
 
 from __future__ import annotations
 
@@ -24,11 +27,12 @@ import math
 import re
 from typing import Any
 
-from purellm.server.tool_parsers import ParsedDelta, ToolCall, ToolParser, new_call_id
+from purellm.server.tool_parsers import ParsedDelta, ToolParser, held_suffix
 
-_FUNCTION = re.compile(r"<function=([^>\n]+)>(.*?)</function>", re.S)
-_PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)</parameter>", re.S)
+_FUNCTION = re.compile(r"\s*<function=([^>\n]+)>")
+_PARAMETER = re.compile(r"\s*<parameter=([^>\n]+)>")
 _STRINGS = ("string", "str", "text", "varchar", "char", "enum")
+_VALUE_ENDS = ("</parameter>", "</function>", "</tool_call>")
 
 
 class Qwen3CoderToolParser(ToolParser):
@@ -36,7 +40,7 @@ class Qwen3CoderToolParser(ToolParser):
 
     def __init__(self, tools: list[dict] | None = None) -> None:
         super().__init__(tools)
-        self._inside = False
+        self._state = "text"  # -> block -> function -> value -> function -> block -> text
         self._schemas = {
             tool["function"]["name"]: (tool["function"].get("parameters") or {}).get(
                 "properties", {}
@@ -44,64 +48,179 @@ class Qwen3CoderToolParser(ToolParser):
             for tool in tools or []
             if tool.get("function", {}).get("name")
         }
+        self._in_block_calls = 0  # calls opened in the current block
+        self._keys = 0  # parameters written in the current call
+        self._value: _Value | None = None
 
     def _step(self, out: ParsedDelta) -> bool:
-        if self._inside:
-            end = self._buf.find(self.END)
-            if end < 0:
-                return False
-            body, self._buf = self._buf[:end], self._buf[end + len(self.END) :]
-            self._inside = False
-            self._emit(out, body, self.START + body + self.END)
+        states = {"text": self._in_text, "block": self._in_block,
+                  "function": self._in_function, "value": self._in_value}  # fmt: skip
+        return states[self._state](out)
+
+    def _in_text(self, out: ParsedDelta) -> bool:
+        if not self._text_until(out, self.START):
+            return False
+        self._state, self._in_block_calls = "block", 0
+        return True
+
+    def _in_block(self, out: ParsedDelta) -> bool:
+        """Inside `<tool_call>`: the next function, or the block's end."""
+        match = _FUNCTION.match(self._buf)
+        if match:
+            self._open(out, match[1].strip())
+            self._buf = self._buf[match.end() :]
+            self._state, self._keys = "function", 0
+            self._in_block_calls += 1
             return True
-        self._inside = self._text_until(out, self.START)
-        return self._inside
+        rest = self._buf.lstrip()
+        if rest.startswith(self.END):
+            self._buf = rest[len(self.END) :]
+            self._state = "text"
+            return True
+        if _may_become(rest, ("<function=", self.END)):
+            return False
+        if self._in_block_calls == 0:  # prose that mentions the tag: keep it as text
+            self._content(out, self.START)
+            self._state = "text"
+        else:
+            self._drop_until_tag()
+        return True
+
+    def _in_function(self, out: ParsedDelta) -> bool:
+        """Between a function's parameters: the next one, or the function's end."""
+        match = _PARAMETER.match(self._buf)
+        if match:
+            name = match[1].strip()
+            key = json.dumps(name, ensure_ascii=False)
+            self._add_arguments(out, ("{" if self._keys == 0 else ", ") + key + ": ")
+            self._buf = self._buf[match.end() :]
+            self._keys += 1
+            schema = self._schemas.get(self._calls[-1].name, {}).get(name)
+            self._value, self._state = _Value(schema), "value"
+            return True
+        rest = self._buf.lstrip()
+        for tag, state in (("</function>", "block"), (self.END, "text")):
+            if rest.startswith(tag):
+                self._add_arguments(out, "}" if self._keys else "{}")
+                self._buf = rest[len(tag) :]
+                self._state = state
+                return True
+        if _may_become(rest, ("<parameter=", "</function>", self.END)):
+            return False
+        self._drop_until_tag()
+        return True
+
+    def _in_value(self, out: ParsedDelta) -> bool:
+        end, cut = self._value.boundary(self._buf)
+        if end < 0:
+            self._add_arguments(out, self._value.feed(self._buf[:cut]))
+            self._buf = self._buf[cut:]
+            return False
+        self._add_arguments(out, self._value.finish(self._buf[:end]))
+        self._buf = self._buf[end:].removeprefix("</parameter>")
+        self._state = "function"
+        return True
+
+    def _drop_until_tag(self) -> None:
+        """Text between a call's tags is not part of it: skip to the next "<"."""
+        i = self._buf.find("<", 1)
+        self._buf = self._buf[i:] if i > 0 else ""
 
     def _flush(self, out: ParsedDelta) -> None:
-        if self._inside:  # generation ended inside the block: calls only if they are complete
-            self._inside = False
-            self._emit(out, self._buf, self.START + self._buf)
-        else:
+        if self._state == "text":
             self._content(out, self._buf)
+        elif self._state == "block" and self._in_block_calls == 0:
+            self._content(out, self.START + self._buf)
+        elif self._state == "value":  # cut short: the call stands, unclosed
+            self._add_arguments(out, self._value.feed(self._buf, final=True))
+        self._state = "text"
 
-    def _emit(self, out: ParsedDelta, body: str, whole: str) -> None:
-        calls = self._parse(body)
-        if calls is None:
-            self._content(out, whole)
-        for call in calls or []:
-            self._call(out, call)
 
-    def _parse(self, body: str) -> list[ToolCall] | None:
-        """The calls of one block, or None unless it is nothing but well-formed functions."""
-        calls = []
-        for match in _FUNCTION.finditer(body):
-            name = match[1].strip()
-            arguments = self._arguments(name, match[2])
-            if not name or arguments is None:
-                return None
-            calls.append(ToolCall(new_call_id(), name, json.dumps(arguments, ensure_ascii=False)))
-        if not calls or _FUNCTION.sub("", body).strip():
-            return None
-        return calls
+def _may_become(text: str, tags: tuple[str, ...]) -> bool:
+    """Whether more text could still make `text` start with one of `tags` (plus, for an
+    opening tag, the name and ">" after it)."""
+    for tag in tags:
+        if tag.startswith(text):
+            return True
+        if tag.endswith("=") and text.startswith(tag) and not re.search(r"[>\n]", text):
+            return True
+    return False
 
-    def _arguments(self, name: str, inner: str) -> dict[str, Any] | None:
-        if _PARAMETER.sub("", inner).strip():
-            return None
-        schema = self._schemas.get(name, {})
-        arguments = {}
-        for match in _PARAMETER.finditer(inner):
-            value = match[2].removeprefix("\n").removesuffix("\n")
-            arguments[match[1].strip()] = convert(value, schema.get(match[1].strip()))
-        return arguments
+
+class _Value:
+    """One parameter's value as JSON text: a text value streams (after its first newline,
+    holding a last newline back; and while it may still be "null", which is null), any other
+    is converted once complete. A text value ends at the first closing tag; any other at the
+    first one outside a JSON string (a raw newline ends a string: JSON has none inside)."""
+
+    def __init__(self, schema: Any) -> None:
+        self._schema = schema
+        self._text = is_text_parameter(schema)
+        self._held = ""
+        self._started = False  # the first newline, if any, is dropped
+        self._quoted = False  # the opening quote is out
+        self._pos, self._in_string, self._escaped = 0, False, False  # the walk of a JSON value
+
+    def boundary(self, buf: str) -> tuple[int, int]:
+        """(where in `buf` the closing tag starts, or -1; how much of it is surely value)."""
+        if self._text:
+            ends = [i for i in (buf.find(tag) for tag in _VALUE_ENDS) if i >= 0]
+            if ends:
+                return min(ends), min(ends)
+            return -1, len(buf) - max(held_suffix(buf, tag) for tag in _VALUE_ENDS)
+        while self._pos < len(buf):
+            i, c = self._pos, buf[self._pos]
+            if c == "\n":
+                self._in_string = self._escaped = False
+            elif self._escaped:
+                self._escaped = False
+            elif self._in_string:
+                self._escaped, self._in_string = c == "\\", c != '"'
+            elif c == '"':
+                self._in_string = True
+            elif c == "<" and any(buf.startswith(tag, i) for tag in _VALUE_ENDS):
+                return i, i
+            elif c == "<" and any(tag.startswith(buf[i:]) for tag in _VALUE_ENDS):
+                return -1, i
+            self._pos += 1
+        return -1, self._pos
+
+    def feed(self, text: str, final: bool = False) -> str:
+        self._held += text
+        self._pos -= len(text)
+        if not self._started and self._held:
+            self._held, self._started = self._held.removeprefix("\n"), True
+        if not self._text or not self._started:
+            return ""
+        out = ""
+        if not self._quoted:
+            if not final and "null".startswith(self._held.removesuffix("\n").lower()):
+                return ""
+            out, self._quoted = '"', True
+        keep = "" if final else self._held[len(self._held.rstrip("\n")) :][:1]
+        ready, self._held = self._held[: len(self._held) - len(keep)], keep
+        return out + _escaped(ready)
+
+    def finish(self, text: str) -> str:
+        """The rest of the value's JSON, its closing tag having been reached."""
+        opened = self.feed(text)
+        value = self._held.removesuffix("\n")
+        if self._quoted:
+            return opened + _escaped(value) + '"'
+        return json.dumps(convert(value, self._schema), ensure_ascii=False)
+
+
+def _escaped(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 def convert(value: str, schema: Any) -> Any:
     """A parameter's text as the JSON type its schema names (text if it does not parse)."""
     if value.lower() == "null":
         return None
-    kind = _type(schema)
-    if kind is None or kind in _STRINGS:
+    if is_text_parameter(schema):
         return value
+    kind = _type(schema)
     if kind.startswith(("int", "uint", "long", "short")):
         return _number(value, int)
     if kind.startswith(("num", "float", "double")):
@@ -121,6 +240,12 @@ def convert(value: str, schema: Any) -> Any:
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return value
     return parsed if isinstance(parsed, (dict, list)) and _is_json(parsed) else value
+
+
+def is_text_parameter(schema: Any) -> bool:
+    """Whether a parameter's value is kept as text (a string type, or no type at all)."""
+    kind = _type(schema)
+    return kind is None or kind in _STRINGS
 
 
 def _no_constants(name: str) -> None:

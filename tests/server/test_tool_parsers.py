@@ -6,13 +6,8 @@ import re
 
 import pytest
 
-from purellm.server.tool_parsers import (
-    HermesToolParser,
-    Llama3JsonToolParser,
-    get_tool_parser,
-    parse_tool_calls,
-    tool_parser_for_model,
-)
+from purellm.server.json_tool_parsers import HermesToolParser, Llama3JsonToolParser
+from purellm.server.tool_parsers import get_tool_parser, parse_tool_calls, tool_parser_for_model
 
 
 def chunkings(text: str):
@@ -47,11 +42,14 @@ def stream(name: str, chunks: list[str]) -> tuple[str, list[tuple[str, str]]]:
     return "".join(d.content for d in deltas), [(n, a) for _, n, a in calls.values()]
 
 
-def check(name: str, text: str, content: str, calls: list[tuple[str, dict]]) -> None:
-    """parse_tool_calls gives content and calls, and every chunking streams exactly that."""
+def check(name: str, text: str, content: str, calls: list[tuple[str, dict | str]]) -> None:
+    """parse_tool_calls gives content and calls (arguments as a dict, or the exact text), and
+    every chunking streams exactly that."""
     got_content, got_calls = parse_tool_calls(name, text)
     assert got_content == content
-    expected = [(n, json.dumps(a, ensure_ascii=False)) for n, a in calls]
+    expected = [
+        (n, a if isinstance(a, str) else json.dumps(a, ensure_ascii=False)) for n, a in calls
+    ]
     assert [(c.name, c.arguments) for c in got_calls] == expected
     for chunks in chunkings(text):
         assert stream(name, chunks) == (content, expected), chunks
@@ -83,9 +81,11 @@ def test_hermes_tricky_arguments():
     check("hermes", "Ok." + hermes("run", TRICKY) + "\n", "Ok.", [("run", TRICKY)])
 
 
-def test_hermes_arguments_are_normalized_json():
+def test_hermes_streamed_arguments_are_the_models_text_others_normalized_json():
     raw = '<tool_call>{"name":"f","arguments":{"a":1,"s":"\\u00e9\\n"}}</tool_call>'
-    check("hermes", raw, "", [("f", {"a": 1, "s": "é\n"})])
+    check("hermes", raw, "", [("f", '{"a":1,"s":"\\u00e9\\n"}')])
+    reordered = '<tool_call>{"arguments": {"a":1}, "name": "f"}</tool_call>'
+    check("hermes", reordered, "", [("f", {"a": 1})])
     encoded = '<tool_call>{"name": "f", "arguments": "{\\"a\\": 1}"}</tool_call>'
     check("hermes", encoded, "", [("f", {"a": 1})])
     check("hermes", '<tool_call>{"name": "f"}</tool_call>', "", [("f", {})])
@@ -94,11 +94,10 @@ def test_hermes_arguments_are_normalized_json():
 @pytest.mark.parametrize(
     "bad",
     [
-        hermes("f", '{"a": 1,}'),
-        hermes("f", '{"a": NaN}'),
         '<tool_call>\n{"arguments": {}}\n</tool_call>',
         '<tool_call>\n{"name": "f", "arguments": [1]}\n</tool_call>',
-        '<tool_call>{"name": "f", "arguments": {"a": "unterminated}}</tool_call>',
+        '<tool_call>\n{"name": "f", "arguments": "{"}\n</tool_call>',
+        '<tool_call>\n{"name": "f" "arguments": {}}\n</tool_call>',
     ],
 )
 def test_hermes_malformed_call_is_content(bad):
@@ -107,9 +106,20 @@ def test_hermes_malformed_call_is_content(bad):
     check("hermes", bad + hermes("g", {}), bad, [("g", {})])
 
 
-def test_hermes_truncated_call_is_content():
-    text = 'Sure. <tool_call>\n{"name": "f", "arguments": {"a": "b'
-    check("hermes", text, text, [])
+@pytest.mark.parametrize(
+    "text, arguments",
+    [
+        (hermes("f", '{"a": 1,}'), '{"a": 1,}'),
+        (hermes("f", '{"a": NaN}'), '{"a": NaN}'),
+        ('<tool_call>{"name": "f", "arguments": {"a": 1</tool_call>', '{"a": 1'),
+        ('<tool_call>{"name": "f", "arguments": {"a": "b}}</tool_call>', '{"a": "b}}</tool_call>'),
+        ('<tool_call>\n{"name": "f", "arguments": {"a": "b', '{"a": "b'),
+    ],
+)
+def test_hermes_call_whose_arguments_break_after_they_started_stands(text, arguments):
+    """Its name and the start of its arguments were streamed: the call stands, with what the
+    model wrote, streamed or not (a strict tool's grammar is what keeps arguments valid)."""
+    check("hermes", "Sure. " + text, "Sure.", [("f", arguments)])
 
 
 def test_hermes_unclosed_but_complete_call_is_a_call():
@@ -127,12 +137,14 @@ def test_hermes_holds_back_partial_tag():
     assert parser.feed("Sure <tool_").content == "Sure"
     assert parser.feed("ca").content == ""
     assert parser.feed("ll>\n{").content == ""
-    assert parser.feed('"name": "f", "arguments": {}}').tool_calls == []
-    delta = parser.feed("\n</tool_call>")
+    assert parser.feed('"name": "f", "argum').tool_calls == []
+    delta = parser.feed('ents": {"a": ')
     assert [(f.index, f.name, f.arguments) for f in delta.tool_calls] == [
         (0, "f", ""),
-        (0, None, "{}"),
+        (0, None, '{"a": '),
     ]
+    assert [f.arguments for f in parser.feed('"x"}').tool_calls] == ['"x"}']
+    assert parser.feed("}\n</tool_call> after").content == "  after"  # "Sure " held a space
     parser = HermesToolParser()
     assert parser.feed("a <tool_cal").content == "a"
     assert parser.finish().content == " <tool_cal"
@@ -173,13 +185,17 @@ def test_llama_plain_content_streams_at_once():
     [
         '{"answer": 42}',
         '{"name": "Bob", "age": 3}',
-        '{"name": "f", "parameters": {"a": 1,}}',
-        '{"name": "f", "parameters": {"a": ',
+        '{"name": 3, "parameters": {}}',
         "<|python_tag|>brave_search.call(query='x')",
     ],
 )
 def test_llama_not_a_call_is_content(text):
     check("llama3_json", text, text.strip(), [])
+
+
+def test_llama_streamed_call_stands_when_its_arguments_break():
+    check("llama3_json", '{"name": "f", "parameters": {"a": 1,}}', "", [("f", '{"a": 1,}')])
+    check("llama3_json", '{"name": "f", "parameters": {"a": ', "", [("f", '{"a": ')])
 
 
 def test_llama_text_after_a_call_is_content():
