@@ -16,8 +16,7 @@ from purellm.server.state import ServerState
 
 def create_app(state: ServerState) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        state.start_loading()
+    async def lifespan(app: FastAPI):  # the model loads once the port listens (http_server)
         yield
         await asyncio.to_thread(state.shutdown)  # the engine thread ends before the loop does
 

@@ -57,6 +57,13 @@ class Server(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def startup(self, sockets=None) -> None:
+        """The model loads once the port listens, so /health answers 503 from the start (a
+        load in the lifespan would race the bind, and could finish before it)."""
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.state.start_loading()
+
     def handle_exit(self, sig: int, frame) -> None:
         """A signal handler: the first signal drains with the grace period, the second
         without, a third is uvicorn's own (Ctrl-C: quit at once)."""
