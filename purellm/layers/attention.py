@@ -1,8 +1,9 @@
 """Attention over the paged KV cache, built from matmul and softmax only.
 
-The step's tokens come in groups laid out one after another: one group of single-token
-sequences (decodes) batched together, then one group per sequence with several new tokens
-(prefill chunks). Each group gathers its keys from the cache by slot and masks them.
+The step's tokens come in groups laid out one after another: single-token sequences (decodes)
+batched in groups of similar context length (runner/inputs.py: a group reads every sequence's
+keys up to its longest), then one group per sequence with several new tokens (prefill chunks).
+Each group gathers its keys from the cache by slot and masks them.
 """
 
 from __future__ import annotations

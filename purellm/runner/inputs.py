@@ -23,6 +23,13 @@ class StepInputs:
     """The sequences that sample this step, in scheduled order."""
 
 
+GROUP_COST_TOKENS = {"cpu": 1024, "gpu": 8192}
+"""What one more attention group costs (its per-layer ops), in keys that padding makes a group
+read: decodes are split by context length when that saves more padded keys than this. CPU:
+from the 64-sequence step profile (BENCHMARKS.md, ~3.8 µs per context token per step, ~4 ms per
+group); GPU: larger, as padded keys cost little there (not measured yet)."""
+
+
 def prepare_inputs(
     scheduled: list[ScheduledSeq],
     block_size: int,
@@ -30,10 +37,13 @@ def prepare_inputs(
     dtype: torch.dtype,
     sliding_window: int | None = None,
 ) -> StepInputs:
-    """Decodes (one new token) go first as one batched group; each longer chunk follows as a
-    group of its own."""
+    """Decodes (one new token) go first, batched in groups of similar context length; each
+    longer chunk follows as a group of its own."""
     decodes = [s for s in scheduled if s.num_new_tokens == 1]
     chunks = [s for s in scheduled if s.num_new_tokens > 1]
+    group_cost = GROUP_COST_TOKENS["cpu" if device.type == "cpu" else "gpu"]
+    decode_groups = split_by_length(decodes, block_size, group_cost)
+    decodes = [s for group in decode_groups for s in group]
     input_ids: list[int] = []
     positions: list[int] = []
     slots: list[int] = []
@@ -46,9 +56,7 @@ def prepare_inputs(
         table = seq.block_table
         slots += [table[p // block_size] * block_size + p % block_size for p in range(start, end)]
         last_row[id(item)] = len(input_ids) - 1
-    groups = []
-    if decodes:
-        groups.append(_group(decodes, 1, block_size, device, dtype, sliding_window))
+    groups = [_group(g, 1, block_size, device, dtype, sliding_window) for g in decode_groups]
     groups += [
         _group([c], c.num_new_tokens, block_size, device, dtype, sliding_window) for c in chunks
     ]
@@ -61,6 +69,35 @@ def prepare_inputs(
         logits_indices=torch.tensor([last_row[id(s)] for s in sampling], **as_long),
         sampling=sampling,
     )
+
+
+def split_by_length(
+    decodes: list[ScheduledSeq], block_size: int, group_cost: int
+) -> list[list[ScheduledSeq]]:
+    """The decodes in groups, shortest context first, that minimize what the step reads:
+    per group `group_cost` plus its size times its longest context (in whole blocks). Widths
+    within 1/8 of each other share a group, which keeps the search small (<= ~50 widths)."""
+    if not decodes:
+        return []
+    blocks = [-(-(s.seq.num_computed_tokens + 1) // block_size) for s in decodes]
+    order = sorted(range(len(decodes)), key=blocks.__getitem__)
+    ends = []  # last index (in `order`) of each run of similar widths
+    for k in range(1, len(order) + 1):
+        if k == len(order) or blocks[order[k]] * 8 > blocks[order[ends[-1] + 1 if ends else 0]] * 9:
+            ends.append(k - 1)
+    best = {-1: (0, -1)}  # end -> (cost of the groups up to it, end of the group before)
+    for end in ends:
+        width = blocks[order[end]] * block_size
+        best[end] = min(
+            (best[prev][0] + group_cost + (end - prev) * width, prev)
+            for prev in [-1, *ends[: ends.index(end)]]
+        )
+    groups, end = [], ends[-1]
+    while end >= 0:
+        prev = best[end][1]
+        groups.append([decodes[i] for i in order[prev + 1 : end + 1]])
+        end = prev
+    return groups[::-1]
 
 
 def _group(

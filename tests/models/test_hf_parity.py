@@ -4,6 +4,7 @@ config variant, alone, batched, chunked, from the prefix cache and under preempt
 import pytest
 
 from purellm import LLM, SamplingParams
+from purellm.runner import inputs
 from tests.checkpoints import ARCHITECTURES, hf_greedy, tokenizer, write_checkpoint
 
 PROMPTS = [
@@ -67,6 +68,16 @@ def test_preemption_keeps_output_identical(checkpoint):
     assert llm.engine.scheduler.num_preemptions > 0
     assert [o.outputs[0].token_ids for o in outs] == expected * 2
     llm.engine.block_manager.check_integrity([])
+
+
+def test_decodes_split_by_context_length_match_transformers(checkpoint, monkeypatch):
+    """A group for every distinct context width: the split long and short sequences that
+    decode together get."""
+    monkeypatch.setattr(inputs, "GROUP_COST_TOKENS", {"cpu": 0, "gpu": 0})
+    folder, ids, expected = checkpoint
+    llm = _llm(folder, block_size=4)
+    outs = llm.generate([{"prompt_token_ids": i} for i in ids], _greedy())
+    assert [o.outputs[0].token_ids for o in outs] == expected
 
 
 @pytest.mark.parametrize("backend", ["matmul", "hybrid"])

@@ -1,0 +1,56 @@
+"""How a step's decodes are grouped for attention: by context length, when the padding a
+shared group would read costs more than another group's own ops."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from types import SimpleNamespace
+
+from purellm.runner.inputs import split_by_length
+
+
+def _decodes(contexts: list[int]) -> list:
+    """Stand-ins with what the split reads: a decode's context is its computed tokens + 1."""
+    return [SimpleNamespace(seq=SimpleNamespace(num_computed_tokens=n - 1)) for n in contexts]
+
+
+def _contexts(groups) -> list[list[int]]:
+    return [[d.seq.num_computed_tokens + 1 for d in group] for group in groups]
+
+
+def _cost(groups: list[list[int]], block_size: int, group_cost: int) -> int:
+    return sum(group_cost + len(g) * -(-max(g) // block_size) * block_size for g in groups)
+
+
+def test_equal_contexts_are_one_group():
+    assert _contexts(split_by_length(_decodes([32] * 64), 16, 1024)) == [[32] * 64]
+    assert split_by_length([], 16, 1024) == []
+
+
+def test_one_long_context_is_not_everyone_s_padding():
+    groups = _contexts(split_by_length(_decodes([2000] + [32] * 63), 16, 1024))
+    assert groups == [[32] * 63, [2000]]
+    assert _contexts(split_by_length(_decodes([2000] + [32] * 63), 16, 1 << 40)) == [
+        [32] * 63 + [2000]
+    ]  # a group costing more than any padding: one group
+
+
+def test_the_split_is_the_cheapest_one_over_runs_of_similar_widths():
+    rng = random.Random(0)
+    for _ in range(200):
+        contexts = [
+            rng.choice([5, 16, 17, 40, 90, 100, 300, 700]) for _ in range(rng.randint(1, 9))
+        ]
+        cost = rng.choice([0, 16, 64, 256, 1024])
+        groups = _contexts(split_by_length(_decodes(contexts), 16, cost))
+        assert sorted(c for g in groups for c in g) == sorted(contexts)  # each exactly once
+        assert all(max(a) <= min(b) for a, b in itertools.pairwise(groups))  # shortest first
+        ordered = sorted(contexts)
+        best = min(  # every split of the sorted contexts into consecutive groups
+            _cost([ordered[i:j] for i, j in itertools.pairwise((0, *cuts, len(ordered)))], 16, cost)
+            for k in range(len(ordered))
+            for cuts in itertools.combinations(range(1, len(ordered)), k)
+        )
+        # within 1/8 of a width a run stays together, so the split may pay that much padding
+        assert _cost(groups, 16, cost) <= best * 9 / 8 + cost, (contexts, cost, groups)
