@@ -16,6 +16,7 @@ from purellm.engine.structured import Grammars
 from purellm.loaders.model_files import ModelFiles
 from purellm.outputs import DeltaOutput, TokenLogprob
 from purellm.sampling_params import SamplingParams
+from purellm.step import SampledToken, SampleSpec, SeqWork
 
 log = logging.getLogger("purellm")
 
@@ -78,8 +79,6 @@ class LLMEngine:
         for index in range(params.n):
             seq = Sequence(list(prompt_token_ids), params, request_id, index, max_tokens=max_tokens)
             seq.matcher = matchers[index]
-            if params.seed is not None:
-                seq.generator = self.runner.generator_for(params.seed + index)
             detok = IncrementalDetokenizer(self.tokenizer, seq.prompt_token_ids, params)
             tracked.append(_Tracked(seq, detok))
         for entry in tracked:
@@ -121,6 +120,7 @@ class LLMEngine:
                 self.scheduler.finish(seq, "abort")
                 self.stats.on_finish("abort")
             self.tracked.pop(seq.seq_id, None)
+            self.runner.release([seq.seq_id])
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
@@ -132,24 +132,51 @@ class LLMEngine:
         if time.monotonic() - self._trimmed > TRIM_SECONDS:
             self.runner.release_freed_memory()
             self._trimmed = time.monotonic()
-        self._grammar_masks(out)
+        work = self._work(out)
         try:
-            sampled = self.runner.run(out.scheduled, self.eos_ids)
+            sampled = self.runner.run(work)
         except Exception:
             log.exception("model step failed; failing the requests in it")
             return self._fail(out)
         self.scheduler.update(out)
         return self._postprocess(out, sampled)
 
-    def _grammar_masks(self, out: SchedulerOutput) -> None:
-        """The allowed tokens of each constrained sequence that samples this step."""
-        start = time.perf_counter()
+    def _work(self, out: SchedulerOutput) -> list[SeqWork]:
+        """The step for the runner: each scheduled sequence's new tokens, and what sampling
+        its next token needs when it samples."""
+        work = []
         for item in out.scheduled:
-            if item.samples and item.seq.matcher is not None:
-                item.seq.allowed_tokens = item.seq.matcher.allowed_tokens()
-        self.stats.grammar_mask_seconds += time.perf_counter() - start
+            seq, start = item.seq, item.seq.num_computed_tokens
+            tokens = seq.token_slice(start, start + item.num_new_tokens)
+            sample = self._sample_spec(seq) if item.samples else None
+            work.append(SeqWork(tokens, start, seq.block_table, sample))
+        return work
 
-    def _postprocess(self, out: SchedulerOutput, sampled) -> list[DeltaOutput]:
+    def _sample_spec(self, seq: Sequence) -> SampleSpec:
+        params = seq.params
+        banned = []
+        if seq.num_output_tokens < params.min_tokens:
+            banned = sorted(self.eos_ids | set(params.stop_token_ids))
+        return SampleSpec(
+            key=seq.seq_id,
+            params=params,
+            seed=None if params.seed is None else params.seed + seq.index,
+            prompt_token_ids=seq.prompt_token_ids,
+            output_token_ids=seq.output_token_ids,
+            banned_token_ids=banned,
+            allowed_tokens=self._mask(seq),
+        )
+
+    def _mask(self, seq: Sequence) -> bytes | None:
+        """The tokens a constrained sequence's grammar allows next."""
+        if seq.matcher is None:
+            return None
+        start = time.perf_counter()
+        mask = seq.matcher.allowed_tokens()
+        self.stats.grammar_mask_seconds += time.perf_counter() - start
+        return mask
+
+    def _postprocess(self, out: SchedulerOutput, sampled: list[SampledToken]) -> list[DeltaOutput]:
         deltas = []
         for item, token in zip([s for s in out.scheduled if s.samples], sampled, strict=False):
             seq = item.seq
@@ -182,7 +209,7 @@ class LLMEngine:
             return "length"
         return None
 
-    def _delta(self, seq: Sequence, token) -> DeltaOutput:
+    def _delta(self, seq: Sequence, token: SampledToken) -> DeltaOutput:
         finished = seq.is_finished
         logprobs = None
         if token.logprob is not None:
@@ -204,6 +231,7 @@ class LLMEngine:
 
     def _forget(self, seq: Sequence) -> None:
         self.tracked.pop(seq.seq_id, None)
+        self.runner.release([seq.seq_id])
         seqs = self.requests.get(seq.request_id, [])
         if all(s.is_finished for s in seqs):
             self.requests.pop(seq.request_id, None)

@@ -42,12 +42,8 @@ class Sequence:
     stop_reason: int | str | None = None
     max_tokens: int = 16
     """Resolved output limit (params.max_tokens, capped by the context length)."""
-    generator: Any = None
-    """A torch.Generator for seeded sampling, owned by the runner."""
     matcher: Any = None
     """The structured-output Matcher (engine/structured.py) when the output is constrained."""
-    allowed_tokens: bytes | None = None
-    """The matcher's bitmask for the token this step samples (set by the engine)."""
 
     @property
     def token_ids(self) -> list[int]:

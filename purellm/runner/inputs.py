@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from purellm.engine.scheduler import ScheduledSeq
 from purellm.layers.attention import AttentionGroup, AttentionMetadata
+from purellm.step import SeqWork
 
 
 @dataclass
@@ -18,9 +18,9 @@ class StepInputs:
     """[num_tokens]"""
     meta: AttentionMetadata
     logits_indices: torch.Tensor
-    """[num_sampling] row of each sampling sequence's last token, in scheduled order."""
-    sampling: list[ScheduledSeq]
-    """The sequences that sample this step, in scheduled order."""
+    """[num_sampling] row of each sampling sequence's last token, in the step's order."""
+    sampling: list[SeqWork]
+    """The sequences that sample this step, in the step's order."""
 
 
 GROUP_COST_TOKENS = {"cpu": 1024, "gpu": 8192}
@@ -31,7 +31,7 @@ group); GPU: larger, as padded keys cost little there (not measured yet)."""
 
 
 def prepare_inputs(
-    scheduled: list[ScheduledSeq],
+    work: list[SeqWork],
     block_size: int,
     device: torch.device,
     dtype: torch.dtype,
@@ -39,8 +39,8 @@ def prepare_inputs(
 ) -> StepInputs:
     """Decodes (one new token) go first, batched in groups of similar context length; each
     longer chunk follows as a group of its own."""
-    decodes = [s for s in scheduled if s.num_new_tokens == 1]
-    chunks = [s for s in scheduled if s.num_new_tokens > 1]
+    decodes = [w for w in work if len(w.token_ids) == 1]
+    chunks = [w for w in work if len(w.token_ids) > 1]
     group_cost = GROUP_COST_TOKENS["cpu" if device.type == "cpu" else "gpu"]
     decode_groups = split_by_length(decodes, block_size, group_cost)
     decodes = [s for group in decode_groups for s in group]
@@ -49,18 +49,16 @@ def prepare_inputs(
     slots: list[int] = []
     last_row: dict[int, int] = {}
     for item in decodes + chunks:
-        seq, start = item.seq, item.seq.num_computed_tokens
-        end = start + item.num_new_tokens
-        input_ids += seq.token_slice(start, end)
+        start, end, table = item.start, item.context_len, item.block_table
+        input_ids += item.token_ids
         positions += range(start, end)
-        table = seq.block_table
         slots += [table[p // block_size] * block_size + p % block_size for p in range(start, end)]
         last_row[id(item)] = len(input_ids) - 1
     groups = [_group(g, 1, block_size, device, dtype, sliding_window) for g in decode_groups]
     groups += [
-        _group([c], c.num_new_tokens, block_size, device, dtype, sliding_window) for c in chunks
+        _group([c], len(c.token_ids), block_size, device, dtype, sliding_window) for c in chunks
     ]
-    sampling = [s for s in scheduled if s.samples]
+    sampling = [w for w in work if w.sample is not None]
     as_long = {"dtype": torch.long, "device": device}
     return StepInputs(
         input_ids=torch.tensor(input_ids, **as_long),
@@ -72,14 +70,14 @@ def prepare_inputs(
 
 
 def split_by_length(
-    decodes: list[ScheduledSeq], block_size: int, group_cost: int
-) -> list[list[ScheduledSeq]]:
+    decodes: list[SeqWork], block_size: int, group_cost: int
+) -> list[list[SeqWork]]:
     """The decodes in groups, shortest context first, that minimize what the step reads:
     per group `group_cost` plus its size times its longest context (in whole blocks). Widths
     within 1/8 of each other share a group, which keeps the search small (<= ~50 widths)."""
     if not decodes:
         return []
-    blocks = [-(-(s.seq.num_computed_tokens + 1) // block_size) for s in decodes]
+    blocks = [-(-d.context_len // block_size) for d in decodes]
     order = sorted(range(len(decodes)), key=blocks.__getitem__)
     ends = []  # last index (in `order`) of each run of similar widths
     for k in range(1, len(order) + 1):
@@ -101,7 +99,7 @@ def split_by_length(
 
 
 def _group(
-    items: list[ScheduledSeq],
+    items: list[SeqWork],
     query_len: int,
     block_size: int,
     device: torch.device,
@@ -109,9 +107,9 @@ def _group(
     sliding_window: int | None,
 ) -> AttentionGroup:
     """Key slots and mask for sequences that each compute `query_len` new tokens."""
-    context_lens = [s.seq.num_computed_tokens + s.num_new_tokens for s in items]
+    context_lens = [w.context_len for w in items]
     width = -(-max(context_lens) // block_size)
-    tables = [s.seq.block_table[:width] + [0] * (width - len(s.seq.block_table)) for s in items]
+    tables = [w.block_table[:width] + [0] * (width - len(w.block_table)) for w in items]
     tables_t = torch.tensor(tables, dtype=torch.long, device=device)  # [B, width]
     ends = torch.tensor(context_lens, dtype=torch.long, device=device)
     query_pos = ends[:, None] - query_len + torch.arange(query_len, device=device)  # [B, Q]

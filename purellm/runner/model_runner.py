@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 
 from purellm.config import EngineConfig
-from purellm.engine.scheduler import ScheduledSeq
 from purellm.layers.quant.config import QuantConfig, resolve
 from purellm.layers.sampler import Sampler, SamplingBatch
 from purellm.loaders.model_files import ModelFiles
@@ -24,15 +22,9 @@ from purellm.platform.memory import uses_kernels
 from purellm.runner.inputs import prepare_inputs
 from purellm.runner.kv_cache import allocate_kv_cache, bytes_per_block
 from purellm.runner.model_loader import build_model, held_bytes
+from purellm.step import SampledToken, SampleSpec, SeqWork
 
 log = logging.getLogger("purellm")
-
-
-@dataclass
-class SampledToken:
-    token_id: int
-    logprob: float | None = None
-    top_logprobs: list[tuple[int, float]] | None = None
 
 
 class ModelRunner:
@@ -70,6 +62,9 @@ class ModelRunner:
         for attn in layers:
             attn.backend = backend
         self.sampler = Sampler()
+        self._generators: dict[int, torch.Generator] = {}
+        """Seeded sequences' generators by key, created on their first sample (their state
+        carries across steps and preemptions) and dropped when the engine releases the key."""
         if self.device.type == "cpu":
             release_freed_memory()
         log.info(
@@ -91,45 +86,48 @@ class ModelRunner:
         if self.device.type == "cpu":
             release_freed_memory()
 
-    def generator_for(self, seed: int) -> torch.Generator:
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed)
+    def release(self, keys: list[int]) -> None:
+        """Forget the per-sequence state of finished sequences."""
+        for key in keys:
+            self._generators.pop(key, None)
+
+    def _generator(self, spec: SampleSpec) -> torch.Generator | None:
+        if spec.seed is None:
+            return None
+        generator = self._generators.get(spec.key)
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(spec.seed)
+            self._generators[spec.key] = generator
         return generator
 
     @torch.inference_mode()
-    def run(self, scheduled: list[ScheduledSeq], eos_ids: set[int]) -> list[SampledToken]:
-        """Compute the scheduled tokens; one sampled token per sequence that completes."""
+    def run(self, work: list[SeqWork]) -> list[SampledToken]:
+        """Compute the step's tokens; one sampled token per sequence that samples, in order."""
         inputs = prepare_inputs(
-            scheduled, self.block_size, self.device, self.dtype, self.model.sliding_window
+            work, self.block_size, self.device, self.dtype, self.model.sliding_window
         )
         hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta)
         if not inputs.sampling:
             return []
         logits = self.model.compute_logits(hidden[inputs.logits_indices]).float()
-        batch = self._sampling_batch(inputs.sampling, eos_ids)
-        out = self.sampler(logits, batch)
+        specs = [w.sample for w in inputs.sampling]
+        out = self.sampler(logits, self._sampling_batch(specs))
         token_ids = out.token_ids.tolist()  # the step's one host sync
         if out.logprobs is None:
             return [SampledToken(t) for t in token_ids]
-        return _with_logprobs(token_ids, out, inputs.sampling)
+        return _with_logprobs(token_ids, out, specs)
 
-    def _sampling_batch(self, sampling: list[ScheduledSeq], eos_ids: set[int]) -> SamplingBatch:
-        seqs = [s.seq for s in sampling]
-        banned = []
-        for seq in seqs:
-            if seq.num_output_tokens < seq.params.min_tokens:
-                banned.append(sorted(eos_ids | set(seq.params.stop_token_ids)))
-            else:
-                banned.append([])
+    def _sampling_batch(self, specs: list[SampleSpec]) -> SamplingBatch:
         return SamplingBatch.build(
-            params=[s.params for s in seqs],
-            prompt_ids=[s.prompt_token_ids for s in seqs],
-            output_ids=[s.output_token_ids for s in seqs],
-            generators=[s.generator for s in seqs],
-            banned_ids=banned,
+            params=[s.params for s in specs],
+            prompt_ids=[s.prompt_token_ids for s in specs],
+            output_ids=[s.output_token_ids for s in specs],
+            generators=[self._generator(s) for s in specs],
+            banned_ids=[s.banned_token_ids for s in specs],
             vocab_size=self.vocab_size,
             device=self.device,
-            allowed=[s.allowed_tokens if s.matcher is not None else None for s in seqs],
+            allowed=[s.allowed_tokens for s in specs],
         )
 
 
@@ -174,13 +172,13 @@ def _checkpoint_dtype(model_config) -> torch.dtype | None:
     return getattr(torch, value) if isinstance(value, str) else value
 
 
-def _with_logprobs(token_ids, out, sampling: list[ScheduledSeq]) -> list[SampledToken]:
+def _with_logprobs(token_ids, out, specs: list[SampleSpec]) -> list[SampledToken]:
     logprobs = out.logprobs.tolist()
     top_values = out.top_logprobs.tolist() if out.top_logprobs is not None else None
     top_ids = out.top_token_ids.tolist() if out.top_token_ids is not None else None
     results = []
-    for i, (token, item) in enumerate(zip(token_ids, sampling, strict=False)):
-        wanted = item.seq.params.logprobs
+    for i, (token, spec) in enumerate(zip(token_ids, specs, strict=False)):
+        wanted = spec.params.logprobs
         if wanted is None:
             results.append(SampledToken(token))
             continue

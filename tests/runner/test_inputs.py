@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import itertools
 import random
-from types import SimpleNamespace
 
 from purellm.runner.inputs import split_by_length
+from purellm.step import SeqWork
 
 
-def _decodes(contexts: list[int]) -> list:
-    """Stand-ins with what the split reads: a decode's context is its computed tokens + 1."""
-    return [SimpleNamespace(seq=SimpleNamespace(num_computed_tokens=n - 1)) for n in contexts]
+def _decodes(contexts: list[int]) -> list[SeqWork]:
+    """One new token each, after `context - 1` computed ones."""
+    return [SeqWork([7], n - 1, [], None) for n in contexts]
 
 
-def _contexts(groups) -> list[list[int]]:
-    return [[d.seq.num_computed_tokens + 1 for d in group] for group in groups]
+def _contexts(groups: list[list[SeqWork]]) -> list[list[int]]:
+    return [[d.context_len for d in group] for group in groups]
 
 
 def _cost(groups: list[list[int]], block_size: int, group_cost: int) -> int:
