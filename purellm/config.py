@@ -1,12 +1,75 @@
-"""Engine configuration: a frozen dataclass validated on creation."""
+"""Engine configuration: frozen dataclasses validated on creation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 
 from purellm.layers.quant.config import METHODS
 
 QUANTIZATIONS = (None, *METHODS)
+MAX_SPECULATIVE_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """vLLM's `--speculative-config`: draft tokens proposed by n-gram lookup in the sequence's
+    own prompt and output, verified in the step's one forward pass."""
+
+    method: str = "ngram"
+    num_speculative_tokens: int = 3
+    """The most draft tokens a sequence proposes in a step. 3 by default: on a CPU with a
+    quantized model a step of up to 4 tokens per sequence keeps the int4 kernels, a longer one
+    takes the dense copies (bench/spec_bench.py: 2.5x at 3, ~1.8x at 4)."""
+    prompt_lookup_max: int = 4
+    """The longest n-gram (the sequence's last tokens) looked up."""
+    prompt_lookup_min: int = 2
+    """The shortest; no earlier match of even this many tokens: no draft."""
+    model: str | None = None
+    """The draft model of method "draft_model" (refused for now, with a clear error)."""
+    disable_by_batch_size: int = 8
+    """No drafts in a step with more running sequences than this: a big batch keeps the
+    hardware busy already, and verifying drafts would cost compute (vLLM's name)."""
+
+    def __post_init__(self) -> None:
+        if self.method == "draft_model":
+            raise ValueError('speculative method "draft_model" is not supported yet; use "ngram"')
+        if self.method != "ngram":
+            raise ValueError(f'unknown speculative method {self.method!r}; use "ngram"')
+        if not 1 <= self.num_speculative_tokens <= MAX_SPECULATIVE_TOKENS:
+            raise ValueError(
+                f"num_speculative_tokens must be in [1, {MAX_SPECULATIVE_TOKENS}]; "
+                f"got {self.num_speculative_tokens}"
+            )
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError("speculative config needs 1 <= prompt_lookup_min <= prompt_lookup_max")
+        if self.disable_by_batch_size < 1:
+            raise ValueError("speculative disable_by_batch_size must be positive")
+
+    @classmethod
+    def parse(cls, value: SpeculativeConfig | dict | str | None) -> SpeculativeConfig | None:
+        """From the flag's JSON text, a dict, or as is; ValueError naming what is wrong."""
+        if value is None or isinstance(value, SpeculativeConfig):
+            return value
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"speculative config is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("speculative config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"speculative config: unknown keys {', '.join(unknown)}")
+        return cls(**value)
+
+    def describe(self) -> str:
+        return (
+            f"ngram speculation, up to {self.num_speculative_tokens} draft tokens "
+            f"(n-grams of {self.prompt_lookup_min}-{self.prompt_lookup_max}; off above "
+            f"{self.disable_by_batch_size} running sequences)"
+        )
 
 
 @dataclass(frozen=True)
@@ -46,8 +109,13 @@ class EngineConfig:
     """'sdpa' (scaled_dot_product_attention with explicit masks), 'matmul' (matmul + softmax,
     the reference), 'hybrid' (sdpa for prompt chunks, matmul for decodes), or 'auto': matmul on
     gfx9 GPUs, hybrid on CPUs in bf16/fp16, else sdpa."""
+    speculative_config: SpeculativeConfig | None = None
+    """Speculative decoding; None: off. A dict or JSON text is accepted and converted."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "speculative_config", SpeculativeConfig.parse(self.speculative_config)
+        )
         checks = [
             (self.block_size >= 1, "block_size must be positive"),
             (self.max_num_seqs >= 1, "max_num_seqs must be positive"),

@@ -38,6 +38,13 @@ class SeqWork:
     """The sequence's KV-cache blocks, in order; position p lives in block_table[p // size]."""
     sample: SampleSpec | None
     """Set when these tokens end the sequence's known tokens, so a next one is sampled."""
+    num_drafts: int = 0
+    """The last `num_drafts` of `token_ids` are speculated: the runner samples after each of
+    them too (num_drafts + 1 tokens in order), each as if the drafts before it were output."""
+
+    @property
+    def draft_token_ids(self) -> list[int]:
+        return self.token_ids[len(self.token_ids) - self.num_drafts :]
 
     @property
     def context_len(self) -> int:
@@ -47,6 +54,8 @@ class SeqWork:
 
 @dataclass(frozen=True)
 class SampledToken:
+    """One sampled token; a sequence with drafts gets one after each position it samples."""
+
     token_id: int
     logprob: float | None = None
     top_logprobs: list[tuple[int, float]] | None = None

@@ -75,6 +75,10 @@ def add_parser(subparsers) -> None:
                    "(any name, e.g. qwen3, deepseek_r1; on by default for Qwen3)")  # fmt: skip
     p.add_argument("--allowed-origins", nargs="+", metavar="ORIGIN",
                    help="CORS origins, or a JSON list as vLLM takes it: '[\"*\"]'")  # fmt: skip
+    p.add_argument("--speculative-config", metavar="JSON",
+                   help='speculative decoding, e.g. \'{"method": "ngram", '
+                   '"num_speculative_tokens": 4}\' (keys: prompt_lookup_min/max, '
+                   "disable_by_batch_size)")  # fmt: skip
     p.add_argument("--max-queue-len", type=int, help="503 when this many requests wait")
     p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="on SIGTERM, how long running requests may take to finish")  # fmt: skip
@@ -125,6 +129,7 @@ def configs(args: argparse.Namespace):
         seed=args.seed,
         generation_config=args.generation_config,
         chat_template=args.chat_template,
+        speculative_config=args.speculative_config,
     )
     if args.tool_call_parser:
         from purellm.server.tool_parsers import get_tool_parser
@@ -165,6 +170,7 @@ def banner(state) -> str:
         f"context {limit:,} tokens",
         f"  KV cache: {capacity:,} tokens = {capacity / limit:.1f} full-length sequences",
         *_experts_line(engine.files.config),
+        *([f"  {engine.config.speculative_config.describe()}"] if engine.speculator else []),
         f"  OpenAI base URL: {base_url(config.host, config.port)}   model: {state.model_name}",
         f"  API key: {'required' if config.api_keys else 'none (any key is accepted)'}",
     ]

@@ -101,6 +101,17 @@ class BlockManager:
             seq.block_table.append(block_id)
         return True
 
+    def shrink(self, seq: Sequence, num_tokens: int) -> None:
+        """Free the blocks past those `num_tokens` tokens need (speculated tokens that were
+        rejected: unhashed, first in the queue to be reused)."""
+        keep = self.blocks_needed(num_tokens)
+        while len(seq.block_table) > keep:
+            block = self.blocks[seq.block_table.pop()]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_queue[block.block_id] = None
+                self.free_queue.move_to_end(block.block_id, last=False)
+
     def cache_full_blocks(self, seq: Sequence) -> None:
         """Register the blocks that computing the sequence's tokens has filled."""
         if not self.enable_prefix_caching:

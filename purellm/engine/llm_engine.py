@@ -11,6 +11,7 @@ from purellm.engine.block_manager import BlockManager
 from purellm.engine.detokenizer import IncrementalDetokenizer
 from purellm.engine.scheduler import Scheduler, SchedulerOutput
 from purellm.engine.sequence import Sequence
+from purellm.engine.speculator import Speculator
 from purellm.engine.stats import EngineStats
 from purellm.engine.structured import Grammars
 from purellm.loaders.model_files import ModelFiles
@@ -53,6 +54,10 @@ class LLMEngine:
             self.block_manager, config.max_num_seqs, self.runner.max_num_batched_tokens
         )
         self.grammars = Grammars(self.tokenizer, self.runner.vocab_size, self.eos_ids)
+        self.speculator = None
+        if config.speculative_config is not None:
+            self.speculator = Speculator(config.speculative_config, self.max_model_len)
+            log.info("%s", config.speculative_config.describe())
         self.tracked: dict[int, _Tracked] = {}
         self.requests: dict[str, list[Sequence]] = {}
         self.stats = EngineStats()
@@ -119,13 +124,14 @@ class LLMEngine:
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
                 self.stats.on_finish("abort")
-            self.tracked.pop(seq.seq_id, None)
-            self.runner.release([seq.seq_id])
+            self._release(seq)
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
     def step(self) -> list[DeltaOutput]:
+        if self.speculator is not None:
+            self.speculator.propose(self.scheduler.running)
         out = self.scheduler.schedule()
         if not out.scheduled:
             return []
@@ -148,8 +154,10 @@ class LLMEngine:
         for item in out.scheduled:
             seq, start = item.seq, item.seq.num_computed_tokens
             tokens = seq.token_slice(start, start + item.num_new_tokens)
+            tokens += item.draft_token_ids
             sample = self._sample_spec(seq) if item.samples else None
-            work.append(SeqWork(tokens, start, seq.block_table, sample))
+            num_drafts = len(item.draft_token_ids)
+            work.append(SeqWork(tokens, start, seq.block_table, sample, num_drafts))
         return work
 
     def _sample_spec(self, seq: Sequence) -> SampleSpec:
@@ -177,20 +185,45 @@ class LLMEngine:
         return mask
 
     def _postprocess(self, out: SchedulerOutput, sampled: list[SampledToken]) -> list[DeltaOutput]:
-        deltas = []
-        for item, token in zip([s for s in out.scheduled if s.samples], sampled, strict=False):
-            seq = item.seq
-            seq.output_token_ids.append(token.token_id)
-            if seq.matcher is not None:
-                seq.matcher.accept(token.token_id)
-            self.stats.generation_tokens += 1
-            stop_string = self.tracked[seq.seq_id].detokenizer.update([token.token_id])
-            reason = self._finish_reason(seq, token.token_id, stop_string)
-            if reason is not None:
-                self.scheduler.finish(seq, reason)
-                self.stats.on_finish(reason)
-            deltas.append(self._delta(seq, token))
+        deltas, tokens = [], iter(sampled)
+        for item in out.scheduled:
+            if item.samples:
+                row = [next(tokens) for _ in range(len(item.draft_token_ids) + 1)]
+                deltas.append(self._emit(item, row))
         return deltas
+
+    def _emit(self, item, sampled: list[SampledToken]) -> DeltaOutput:
+        """Output the sampled token, or with drafts: the drafts that equal the samples after
+        their predecessors, then the sample after the last of them."""
+        seq, drafts = item.seq, item.draft_token_ids
+        accepted = 0
+        while accepted < len(drafts) and sampled[accepted].token_id == drafts[accepted]:
+            accepted += 1
+        kept = []
+        for token in sampled[: accepted + 1]:
+            kept.append(token)
+            if self._append(seq, token):
+                break
+        if drafts:
+            self.stats.on_verified(len(drafts), accepted)
+            self.speculator.verified(seq, len(drafts), accepted)
+            if not seq.is_finished:
+                self.scheduler.accept_drafts(seq, len(kept) - 1)
+        return self._delta(seq, kept)
+
+    def _append(self, seq: Sequence, token: SampledToken) -> bool:
+        """One new output token; True when it ends the sequence."""
+        seq.output_token_ids.append(token.token_id)
+        if seq.matcher is not None:
+            seq.matcher.accept(token.token_id)
+        self.stats.generation_tokens += 1
+        stop_string = self.tracked[seq.seq_id].detokenizer.update([token.token_id])
+        reason = self._finish_reason(seq, token.token_id, stop_string)
+        if reason is None:
+            return False
+        self.scheduler.finish(seq, reason)
+        self.stats.on_finish(reason)
+        return True
 
     def _finish_reason(self, seq: Sequence, token_id: int, stop_string: str | None) -> str | None:
         params = seq.params
@@ -209,17 +242,19 @@ class LLMEngine:
             return "length"
         return None
 
-    def _delta(self, seq: Sequence, token: SampledToken) -> DeltaOutput:
+    def _delta(self, seq: Sequence, tokens: list[SampledToken]) -> DeltaOutput:
         finished = seq.is_finished
-        logprobs = None
-        if token.logprob is not None:
-            logprobs = [TokenLogprob(token.token_id, token.logprob, token.top_logprobs or [])]
+        logprobs = [
+            TokenLogprob(t.token_id, t.logprob, t.top_logprobs or [])
+            for t in tokens
+            if t.logprob is not None
+        ]
         delta = DeltaOutput(
             request_id=seq.request_id,
             index=seq.index,
-            token_ids=[token.token_id],
+            token_ids=[t.token_id for t in tokens],
             text=self.tracked[seq.seq_id].detokenizer.pop_delta(finished),
-            logprobs=logprobs,
+            logprobs=logprobs or None,
             finish_reason=seq.finish_reason,
             stop_reason=seq.stop_reason,
             num_prompt_tokens=seq.num_prompt_tokens,
@@ -230,11 +265,17 @@ class LLMEngine:
         return delta
 
     def _forget(self, seq: Sequence) -> None:
-        self.tracked.pop(seq.seq_id, None)
-        self.runner.release([seq.seq_id])
+        self._release(seq)
         seqs = self.requests.get(seq.request_id, [])
         if all(s.is_finished for s in seqs):
             self.requests.pop(seq.request_id, None)
+
+    def _release(self, seq: Sequence) -> None:
+        """Drop what the engine, the speculator and the runner keep for a finished sequence."""
+        self.tracked.pop(seq.seq_id, None)
+        self.runner.release([seq.seq_id])
+        if self.speculator is not None:
+            self.speculator.forget(seq.seq_id)
 
     def _fail(self, out: SchedulerOutput) -> list[DeltaOutput]:
         deltas = []

@@ -19,13 +19,21 @@ from purellm.engine.sequence import Sequence, SequenceStatus
 class ScheduledSeq:
     seq: Sequence
     num_new_tokens: int
+    """Known tokens computed this step (drafts not included)."""
     samples: bool
     """Whether this step computes the sequence's last token, so a new token is sampled."""
+    draft_token_ids: tuple[int, ...] = ()
+    """Speculated tokens computed after them, each verified by a sample (a decode only)."""
 
     @classmethod
-    def of(cls, seq: Sequence, num_new_tokens: int) -> ScheduledSeq:
+    def of(cls, seq: Sequence, num_new_tokens: int, drafts: list[int] | None = None):
         samples = seq.num_computed_tokens + num_new_tokens == seq.num_tokens
-        return cls(seq, num_new_tokens, samples)
+        return cls(seq, num_new_tokens, samples, tuple(drafts or ()))
+
+    @property
+    def num_tokens(self) -> int:
+        """What the step computes for it: new tokens and drafts."""
+        return self.num_new_tokens + len(self.draft_token_ids)
 
 
 @dataclass
@@ -35,7 +43,7 @@ class SchedulerOutput:
 
     @property
     def num_tokens(self) -> int:
-        return sum(s.num_new_tokens for s in self.scheduled)
+        return sum(s.num_tokens for s in self.scheduled)
 
 
 class Scheduler:
@@ -66,13 +74,19 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             num_new = min(seq.num_uncomputed_tokens, budget)
-            while not self.block_manager.allocate(seq, seq.num_computed_tokens + num_new):
+            drafts = (
+                seq.draft_token_ids[: budget - num_new] if seq.num_uncomputed_tokens == 1 else []
+            )
+            while not self.block_manager.allocate(
+                seq, seq.num_computed_tokens + num_new + len(drafts)
+            ):
                 self._preempt(self.running.pop())
                 out.num_preempted += 1
                 if i == len(self.running):
                     return budget
-            out.scheduled.append(ScheduledSeq.of(seq, num_new))
-            budget -= num_new
+            item = ScheduledSeq.of(seq, num_new, drafts)
+            out.scheduled.append(item)
+            budget -= item.num_tokens
             i += 1
         return budget
 
@@ -111,7 +125,15 @@ class Scheduler:
         seq.finish_reason = reason
 
     def update(self, out: SchedulerOutput) -> None:
-        """Account for a step the runner has computed."""
+        """Account for a step the runner has computed (drafts count once accepted)."""
         for item in out.scheduled:
             item.seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.cache_full_blocks(item.seq)
+
+    def accept_drafts(self, seq: Sequence, num_accepted: int) -> None:
+        """Keep the KV of the first `num_accepted` drafts of the last step (now output tokens);
+        the rest is forgotten, and blocks that held only rejected drafts are freed. The prefix
+        cache only ever sees accepted tokens."""
+        seq.num_computed_tokens += num_accepted
+        self.block_manager.cache_full_blocks(seq)
+        self.block_manager.shrink(seq, seq.num_tokens)

@@ -44,6 +44,8 @@ class Sequence:
     """Resolved output limit (params.max_tokens, capped by the context length)."""
     matcher: Any = None
     """The structured-output Matcher (engine/structured.py) when the output is constrained."""
+    draft_token_ids: list[int] = field(default_factory=list)
+    """Speculated next tokens for the coming step (engine/speculator.py), verified by it."""
 
     @property
     def token_ids(self) -> list[int]:

@@ -16,6 +16,21 @@ class EngineStats:
     """Requests whose output followed a grammar (structured outputs, forced tool calls)."""
     grammar_mask_seconds: float = 0.0
     """Time spent computing grammar masks, on the engine's thread."""
+    spec_drafts: int = 0
+    """Sequence steps that carried drafts."""
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    spec_accepted_per_pos: list[int] = field(default_factory=list)
+    """How often the draft at each position (0 first) was accepted."""
+
+    def on_verified(self, num_drafts: int, num_accepted: int) -> None:
+        self.spec_drafts += 1
+        self.spec_draft_tokens += num_drafts
+        self.spec_accepted_tokens += num_accepted
+        missing = num_drafts - len(self.spec_accepted_per_pos)
+        self.spec_accepted_per_pos += [0] * max(0, missing)
+        for pos in range(num_accepted):
+            self.spec_accepted_per_pos[pos] += 1
 
     def on_add(self, num_prompt_tokens: int) -> None:
         self.prompt_tokens += num_prompt_tokens

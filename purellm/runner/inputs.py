@@ -18,7 +18,8 @@ class StepInputs:
     """[num_tokens]"""
     meta: AttentionMetadata
     logits_indices: torch.Tensor
-    """[num_sampling] row of each sampling sequence's last token, in the step's order."""
+    """[num_sampled] the rows whose next token is sampled: each sampling sequence's last token,
+    after its drafts' rows (one per draft) when it has drafts; in the step's order."""
     sampling: list[SeqWork]
     """The sequences that sample this step, in the step's order."""
 
@@ -59,12 +60,13 @@ def prepare_inputs(
         _group([c], len(c.token_ids), block_size, device, dtype, sliding_window) for c in chunks
     ]
     sampling = [w for w in work if w.sample is not None]
+    rows = [r for w in sampling for r in range(last_row[id(w)] - w.num_drafts, last_row[id(w)] + 1)]
     as_long = {"dtype": torch.long, "device": device}
     return StepInputs(
         input_ids=torch.tensor(input_ids, **as_long),
         positions=torch.tensor(positions, **as_long),
         meta=AttentionMetadata(torch.tensor(slots, **as_long), groups),
-        logits_indices=torch.tensor([last_row[id(s)] for s in sampling], **as_long),
+        logits_indices=torch.tensor(rows, **as_long),
         sampling=sampling,
     )
 

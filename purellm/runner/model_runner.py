@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 
@@ -103,7 +104,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, work: list[SeqWork]) -> list[SampledToken]:
-        """Compute the step's tokens; one sampled token per sequence that samples, in order."""
+        """Compute the step's tokens; for each sequence that samples, in order, one sampled
+        token, or one per position after its last known token when it has drafts."""
         inputs = prepare_inputs(
             work, self.block_size, self.device, self.dtype, self.model.sliding_window
         )
@@ -111,7 +113,7 @@ class ModelRunner:
         if not inputs.sampling:
             return []
         logits = self.model.compute_logits(hidden[inputs.logits_indices]).float()
-        specs = [w.sample for w in inputs.sampling]
+        specs = [row for w in inputs.sampling for row in _row_specs(w)]
         out = self.sampler(logits, self._sampling_batch(specs))
         token_ids = out.token_ids.tolist()  # the step's one host sync
         if out.logprobs is None:
@@ -129,6 +131,18 @@ class ModelRunner:
             device=self.device,
             allowed=[s.allowed_tokens for s in specs],
         )
+
+
+def _row_specs(work: SeqWork) -> list[SampleSpec]:
+    """One sampling row per sampled position: after draft i, the drafts before it count as
+    output (for penalties)."""
+    spec, drafts = work.sample, work.draft_token_ids
+    if not drafts:
+        return [spec]
+    return [spec] + [
+        replace(spec, output_token_ids=spec.output_token_ids + drafts[: i + 1])
+        for i in range(len(drafts))
+    ]
 
 
 def _attention_backend(name: str, choice, dtype: torch.dtype) -> str:

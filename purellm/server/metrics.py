@@ -76,6 +76,7 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
             lines.append(f"{name}{{{labels}}} {value}")
         lines += _request_success(engine, labels)
+        lines += _accepted_per_position(engine, labels)
         for histogram in (self.ttft, self.tpot, self.e2e):
             lines += histogram.render(labels)
         return "\n".join(lines) + "\n"
@@ -106,6 +107,12 @@ def _engine_values(engine) -> list[tuple[str, str, str, float]]:
          "followed a grammar.", stats.constrained_requests if stats else 0),
         ("purellm:grammar_mask_seconds_total", "counter", "Seconds spent computing grammar "
          "masks.", stats.grammar_mask_seconds if stats else 0.0),
+        ("purellm:spec_decode_num_drafts_total", "counter", "Sequence steps that verified "
+         "speculated tokens.", stats.spec_drafts if stats else 0),
+        ("purellm:spec_decode_num_draft_tokens_total", "counter", "Speculated tokens verified.",
+         stats.spec_draft_tokens if stats else 0),
+        ("purellm:spec_decode_num_accepted_tokens_total", "counter", "Speculated tokens "
+         "accepted.", stats.spec_accepted_tokens if stats else 0),
     ]  # fmt: skip
 
 
@@ -115,6 +122,15 @@ def _request_success(engine, labels: str) -> list[str]:
     lines = [f"# HELP {name} Finished sequences by finish reason.", f"# TYPE {name} counter"]
     for reason in sorted(set(FINISH_REASONS) | set(finished)):
         lines.append(f'{name}{{{labels},finished_reason="{reason}"}} {finished.get(reason, 0)}')
+    return lines
+
+
+def _accepted_per_position(engine, labels: str) -> list[str]:
+    name = "purellm:spec_decode_num_accepted_tokens_per_pos"
+    counts = engine.stats.spec_accepted_per_pos if engine else []
+    lines = [f"# HELP {name} Speculated tokens accepted, by position in the draft (0 first).",
+             f"# TYPE {name} counter"]  # fmt: skip
+    lines += [f'{name}{{{labels},position="{i}"}} {n}' for i, n in enumerate(counts)]
     return lines
 
 
