@@ -14,7 +14,8 @@ MAX_SPECULATIVE_TOKENS = 16
 @dataclass(frozen=True)
 class SpeculativeConfig:
     """vLLM's `--speculative-config`: draft tokens proposed by n-gram lookup in the sequence's
-    own prompt and output, verified in the step's one forward pass."""
+    own prompt and output ("ngram"), or by a small model with the same vocabulary
+    ("draft_model"), verified in the step's one forward pass."""
 
     method: str = "ngram"
     num_speculative_tokens: int = 3
@@ -26,16 +27,19 @@ class SpeculativeConfig:
     prompt_lookup_min: int = 2
     """The shortest; no earlier match of even this many tokens: no draft."""
     model: str | None = None
-    """The draft model of method "draft_model" (refused for now, with a clear error)."""
+    """The draft model of method "draft_model": anything purellm loads (a folder, a GGUF, an
+    Ollama name) whose vocabulary is the target's."""
     disable_by_batch_size: int = 8
     """No drafts in a step with more running sequences than this: a big batch keeps the
     hardware busy already, and verifying drafts would cost compute (vLLM's name)."""
 
     def __post_init__(self) -> None:
-        if self.method == "draft_model":
-            raise ValueError('speculative method "draft_model" is not supported yet; use "ngram"')
-        if self.method != "ngram":
-            raise ValueError(f'unknown speculative method {self.method!r}; use "ngram"')
+        if self.method not in ("ngram", "draft_model"):
+            raise ValueError(
+                f'unknown speculative method {self.method!r}; use "ngram" or "draft_model"'
+            )
+        if (self.method == "draft_model") != (self.model is not None):
+            raise ValueError('speculative "model" is needed with, and only with, "draft_model"')
         if not 1 <= self.num_speculative_tokens <= MAX_SPECULATIVE_TOKENS:
             raise ValueError(
                 f"num_speculative_tokens must be in [1, {MAX_SPECULATIVE_TOKENS}]; "
@@ -65,10 +69,12 @@ class SpeculativeConfig:
         return cls(**value)
 
     def describe(self) -> str:
+        source = f"n-grams of {self.prompt_lookup_min}-{self.prompt_lookup_max}"
+        if self.method == "draft_model":
+            source = f"draft model {self.model}"
         return (
-            f"ngram speculation, up to {self.num_speculative_tokens} draft tokens "
-            f"(n-grams of {self.prompt_lookup_min}-{self.prompt_lookup_max}; off above "
-            f"{self.disable_by_batch_size} running sequences)"
+            f"{self.method} speculation, up to {self.num_speculative_tokens} draft tokens "
+            f"({source}; off above {self.disable_by_batch_size} running sequences)"
         )
 
 

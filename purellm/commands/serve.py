@@ -77,8 +77,8 @@ def add_parser(subparsers) -> None:
                    help="CORS origins, or a JSON list as vLLM takes it: '[\"*\"]'")  # fmt: skip
     p.add_argument("--speculative-config", metavar="JSON",
                    help='speculative decoding, e.g. \'{"method": "ngram", '
-                   '"num_speculative_tokens": 4}\' (keys: prompt_lookup_min/max, '
-                   "disable_by_batch_size)")  # fmt: skip
+                   '"num_speculative_tokens": 3}\' or {"method": "draft_model", "model": '
+                   'PATH, ...} (keys: prompt_lookup_min/max, disable_by_batch_size)')  # fmt: skip
     p.add_argument("--max-queue-len", type=int, help="503 when this many requests wait")
     p.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="on SIGTERM, how long running requests may take to finish")  # fmt: skip

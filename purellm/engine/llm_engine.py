@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from purellm.config import EngineConfig
 from purellm.engine.block_manager import BlockManager
 from purellm.engine.detokenizer import IncrementalDetokenizer
+from purellm.engine.ngram import NgramProposer
 from purellm.engine.scheduler import Scheduler, SchedulerOutput
 from purellm.engine.sequence import Sequence
 from purellm.engine.speculator import Speculator
@@ -56,12 +57,23 @@ class LLMEngine:
         self.grammars = Grammars(self.tokenizer, self.runner.vocab_size, self.eos_ids)
         self.speculator = None
         if config.speculative_config is not None:
-            self.speculator = Speculator(config.speculative_config, self.max_model_len)
+            self.speculator = Speculator(
+                config.speculative_config, self.max_model_len, self._proposer()
+            )
             log.info("%s", config.speculative_config.describe())
         self.tracked: dict[int, _Tracked] = {}
         self.requests: dict[str, list[Sequence]] = {}
         self.stats = EngineStats()
         self._trimmed = time.monotonic()
+
+    def _proposer(self):
+        spec = self.config.speculative_config
+        if spec.method == "draft_model":
+            from purellm.engine.draft_model import DraftModelProposer
+
+            vocab, kv_bytes = self.runner.vocab_size, self.runner.kv_cache_bytes
+            return DraftModelProposer(self.config, self.tokenizer, vocab, kv_bytes)
+        return NgramProposer(spec.prompt_lookup_min, spec.prompt_lookup_max)
 
     @property
     def kv_capacity_tokens(self) -> int:

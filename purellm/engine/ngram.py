@@ -12,6 +12,10 @@ class NgramProposer:
     def __init__(self, min_n: int, max_n: int):
         self.min_n, self.max_n = min_n, max_n
 
+    def propose_all(self, wanted: list[tuple[int, np.ndarray, int]]) -> list[list[int]]:
+        """Drafts for each (sequence key, its tokens, how many at most)."""
+        return [self.propose(tokens, k) for _, tokens, k in wanted]
+
     def propose(self, tokens: np.ndarray, k: int) -> list[int]:
         """Up to `k` draft tokens to follow `tokens` (1-D int array), or [] with no match."""
         length = len(tokens)

@@ -1,10 +1,10 @@
 """Speculative decoding, the engine's side: before each step a decoding sequence may get draft
-tokens (n-gram lookup in its own tokens); the runner computes them with the sequence's last
-token in the same forward pass and samples after each; the engine keeps the drafts that equal
-the samples, plus the sample after the last kept one. A draft is kept exactly when the target
-model, sampling as usual, would have produced it, so outputs are those of plain decoding
-(greedy: the same tokens; sampled: the same distribution, as rejection sampling with a one-hot
-draft reduces to this).
+tokens (n-gram lookup in its own tokens, or a draft model's greedy continuation); the runner
+computes them with the sequence's last token in the same forward pass and samples after each;
+the engine keeps the drafts that equal the samples, plus the sample after the last kept one. A
+draft is kept exactly when the target model, sampling as usual, would have produced it, so
+outputs are those of plain decoding (greedy: the same tokens; sampled: the same distribution,
+as rejection sampling with a one-hot draft reduces to this).
 
 The adaptive rule: no drafts in a step with more than `disable_by_batch_size` running
 sequences; none for a constrained (grammar) output or before `min_tokens`; a sequence's draft
@@ -13,11 +13,17 @@ drops to one more than the number kept after a step that did not."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from purellm.config import SpeculativeConfig
-from purellm.engine.ngram import NgramProposer
 from purellm.engine.sequence import Sequence
+
+
+class Proposer(Protocol):
+    def propose_all(self, wanted: list[tuple[int, np.ndarray, int]]) -> list[list[int]]:
+        """Drafts for each (sequence key, its tokens, how many at most)."""
 
 
 class _Tokens:
@@ -40,10 +46,10 @@ class _Tokens:
 
 
 class Speculator:
-    def __init__(self, config: SpeculativeConfig, max_model_len: int):
+    def __init__(self, config: SpeculativeConfig, max_model_len: int, proposer: Proposer):
         self.config = config
         self.max_model_len = max_model_len
-        self.proposer = NgramProposer(config.prompt_lookup_min, config.prompt_lookup_max)
+        self.proposer = proposer
         self._tokens: dict[int, _Tokens] = {}
         self._lengths: dict[int, int] = {}
         """seq_id -> the draft length the adaptive rule allows now."""
@@ -51,16 +57,23 @@ class Speculator:
     def propose(self, running: list[Sequence]) -> None:
         """Set every running sequence's drafts for the coming step (often none)."""
         speculate = len(running) <= self.config.disable_by_batch_size
+        wanted = []
         for seq in running:
-            seq.draft_token_ids = self._drafts(seq) if speculate and _eligible(seq) else []
+            seq.draft_token_ids = []
+            k = self._length(seq) if speculate and _eligible(seq) else 0
+            if k >= 1:
+                tokens = self._tokens.setdefault(seq.seq_id, _Tokens()).update(seq)
+                wanted.append((seq, tokens, k))
+        if not wanted:
+            return
+        drafts = self.proposer.propose_all([(seq.seq_id, t, k) for seq, t, k in wanted])
+        for (seq, _, _), proposed in zip(wanted, drafts, strict=True):
+            seq.draft_token_ids = proposed
 
-    def _drafts(self, seq: Sequence) -> list[int]:
+    def _length(self, seq: Sequence) -> int:
+        """How many drafts `seq` may take: the adaptive rule's length, within its limits."""
         room = min(seq.max_tokens - seq.num_output_tokens, self.max_model_len - seq.num_tokens)
-        k = min(self._lengths.get(seq.seq_id, self.config.num_speculative_tokens), room - 1)
-        if k < 1:
-            return []
-        tokens = self._tokens.setdefault(seq.seq_id, _Tokens()).update(seq)
-        return self.proposer.propose(tokens, k)
+        return min(self._lengths.get(seq.seq_id, self.config.num_speculative_tokens), room - 1)
 
     def verified(self, seq: Sequence, num_drafts: int, num_accepted: int) -> None:
         """The adaptive rule, after a step that verified `num_drafts` drafts of `seq`."""

