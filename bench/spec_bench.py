@@ -99,9 +99,15 @@ def spec_counters(base: str) -> tuple[float, float]:
 
 
 def first_difference(a: str, b: str) -> str:
-    pairs = enumerate(zip(a, b, strict=False))
-    i = next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
-    return "identical" if a == b else f"first differs at character {i}"
+    """Where two replies part, in the default model's tokens."""
+    from purellm.loaders.resolve import resolve_model
+
+    if a == b:
+        return "identical"
+    tokenizer = resolve_model(None).tokenizer
+    x, y = (tokenizer.encode(t, add_special_tokens=False) for t in (a, b))
+    i = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
+    return f"first differs at token {i} of {len(x)}"
 
 
 def main() -> None:

@@ -38,8 +38,11 @@ class DraftModelProposer:
         check_vocabulary(self.engine, target_tokenizer, vocab_size)
 
     def propose_all(self, wanted: list[tuple[int, np.ndarray, int]]) -> list[list[int]]:
-        """Drafts for each (sequence key, its tokens, how many at most)."""
+        """Drafts for each (sequence key, its tokens, how many at most); none for a sequence
+        longer than the draft model's context (its own, or what its KV cache holds)."""
         for key, tokens, k in wanted:
+            if len(tokens) + k >= self.engine.max_model_len:
+                continue
             params = SamplingParams(temperature=0, max_tokens=k, ignore_eos=True)
             self.engine.add_request(f"draft-{key}", tokens.tolist(), params)
         drafts: dict[str, list[int]] = {}

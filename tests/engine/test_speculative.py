@@ -5,6 +5,7 @@ sampled output with the same distribution; the KV blocks intact after; bad confi
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections import Counter
 
 import numpy as np
@@ -189,19 +190,27 @@ def draft_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("drafts")
     target = write_checkpoint(root / "target", "llama")
     other = write_checkpoint(root / "other", "qwen2", seed=3)
-    return target, other, [hf_greedy(target, p, NEW_TOKENS) for p in PROMPTS]
+    short = write_checkpoint(root / "short", "llama")  # itself, with a 28-token context
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 28}))
+    return (
+        target,
+        {"itself": target, "another model": other, "a shorter context": short},
+        [hf_greedy(target, p, NEW_TOKENS) for p in PROMPTS],
+    )
 
 
-@pytest.mark.parametrize("which", ["itself", "another model"])
+@pytest.mark.parametrize("which", ["itself", "another model", "a shorter context"])
 def test_draft_model_greedy_is_plain_greedy(draft_folders, which):
-    target, other, expected = draft_folders
-    draft = target if which == "itself" else other
+    """A draft with a shorter context than the target's drafts only while it fits."""
+    target, drafts, expected = draft_folders
+    draft = drafts[which]
     spec = {"method": "draft_model", "model": str(draft), "num_speculative_tokens": 3}
     llm = _llm(target, speculative_config=spec, block_size=4)
     assert _outputs(llm, PROMPTS, _greedy()) == expected
     assert [_outputs(llm, [p], _greedy())[0] for p in PROMPTS] == expected
     stats = llm.engine.stats
-    if which == "itself":  # a model agrees with itself: every draft is kept
+    if which != "another model":  # a model agrees with itself: every draft is kept
         assert stats.spec_accepted_tokens == stats.spec_draft_tokens > 0
     else:
         assert stats.spec_draft_tokens > stats.spec_accepted_tokens
