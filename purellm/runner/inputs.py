@@ -60,6 +60,7 @@ def prepare_inputs(
         _group([c], len(c.token_ids), block_size, device, dtype, sliding_window) for c in chunks
     ]
     sampling = [w for w in work if w.sample is not None]
+    # each sampling sequence's last row, after one row per draft when it has drafts
     rows = [r for w in sampling for r in range(last_row[id(w)] - w.num_drafts, last_row[id(w)] + 1)]
     as_long = {"dtype": torch.long, "device": device}
     return StepInputs(
@@ -81,16 +82,16 @@ def split_by_length(
         return []
     blocks = [-(-d.context_len // block_size) for d in decodes]
     order = sorted(range(len(decodes)), key=blocks.__getitem__)
-    ends = []  # last index (in `order`) of each run of similar widths
+    ends, run_start = [], 0  # the last index (in `order`) of each run of similar widths
     for k in range(1, len(order) + 1):
-        if k == len(order) or blocks[order[k]] * 8 > blocks[order[ends[-1] + 1 if ends else 0]] * 9:
+        if k == len(order) or blocks[order[k]] * 8 > blocks[order[run_start]] * 9:
             ends.append(k - 1)
+            run_start = k
     best = {-1: (0, -1)}  # end -> (cost of the groups up to it, end of the group before)
-    for end in ends:
+    for i, end in enumerate(ends):
         width = blocks[order[end]] * block_size
         best[end] = min(
-            (best[prev][0] + group_cost + (end - prev) * width, prev)
-            for prev in [-1, *ends[: ends.index(end)]]
+            (best[prev][0] + group_cost + (end - prev) * width, prev) for prev in [-1, *ends[:i]]
         )
     groups, end = [], ends[-1]
     while end >= 0:
