@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -80,11 +81,11 @@ class SamplingParams:
             self.top_k = 0
         checks = [
             (self.n >= 1, "n must be at least 1"),
-            (self.temperature >= 0, "temperature must be non-negative"),
+            (0 <= self.temperature < math.inf, "temperature must be non-negative and finite"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
             (self.top_k >= 0, "top_k must be -1 (disable) or a positive integer"),
             (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
-            (self.repetition_penalty > 0, "repetition_penalty must be positive"),
+            (0 < self.repetition_penalty < math.inf, "repetition_penalty must be positive, finite"),
             (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
             (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
             (self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be at least 1"),

@@ -122,6 +122,8 @@ class LLMEngine:
             raise ValueError(f"prompt token ids must be in [0, {vocab})")
         if any(token >= vocab for token in params.logit_bias or {}):
             raise ValueError(f"logit_bias token ids must be in [0, {vocab})")
+        if any(not 0 <= token < vocab for token in params.stop_token_ids):
+            raise ValueError(f"stop_token_ids must be in [0, {vocab})")
         if len(prompt_token_ids) >= self.max_model_len:
             raise ValueError(
                 f"the prompt has {len(prompt_token_ids)} tokens; this model's context is "

@@ -107,6 +107,8 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
     """OpenAI's JSON object (token ids as strings) with int keys."""
     if not bias:
         return None
+    if not all(isinstance(t, str) and t.strip().lstrip("-").isdigit() for t in bias):
+        raise ValueError("logit_bias maps token ids (integers) to numbers")  # int() takes "1_0"
     try:
         return {int(token): float(value) for token, value in bias.items()}
     except (TypeError, ValueError):

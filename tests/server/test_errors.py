@@ -50,6 +50,8 @@ def _assert_error(response: httpx.Response, status: int, words: str = "") -> dic
         ({"logit_bias": {"5": 200}}, "logit_bias values"),
         ({"logit_bias": {"word": 1}}, "logit_bias maps"),
         ({"logit_bias": {"999999": 1}}, "logit_bias token ids"),
+        ({"logit_bias": {"1_0": 1}}, "logit_bias maps"),  # Python's int() would read 10
+        ({"stop_token_ids": [999999]}, "stop_token_ids"),
         ({"n": 2, "temperature": 1, "seed": 18446744073709551615}, "seed must be in"),
         ({"n": 2, "temperature": 1, "seed": 2**63 - 1}, "seed must be in"),  # choice 1 overflows
     ],
@@ -57,6 +59,15 @@ def _assert_error(response: httpx.Response, status: int, words: str = "") -> dic
 def test_chat_400(server, fields, words):
     error = _assert_error(server.post("/v1/chat/completions", _chat(**fields)), 400, words)
     assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("field", ["temperature", "repetition_penalty"])
+def test_infinity_is_a_400(server, field):
+    """Python's JSON reads Infinity, which clients like json.dumps write."""
+    body = json.dumps(_chat(**{field: float("inf")}))
+    headers = {**server.headers, "content-type": "application/json"}
+    response = httpx.post(server.url("/v1/chat/completions"), content=body, headers=headers)
+    _assert_error(response, 400, field)
 
 
 @pytest.mark.parametrize(
@@ -80,6 +91,8 @@ def test_completions_400(server, fields, words):
         ({"n": 17}, "n must be at most 16"),  # the engine's own limits, checked up front
         ({"n": 2**64}, "n must be at most 16"),  # and before anything is built per choice
         ({"logit_bias": {"999999": 1}}, "logit_bias token ids"),
+        ({"logit_bias": {"1_0": 1}}, "logit_bias maps"),  # Python's int() would read 10
+        ({"stop_token_ids": [999999]}, "stop_token_ids"),
     ],
 )
 def test_streaming_request_errors_before_the_stream(server, fields, words):
