@@ -103,7 +103,7 @@ def prepare(state: ServerState, request: ChatCompletionRequest) -> ChatJob:
     max_tokens = resolve_max_tokens(limit, param)
     check_prompt(state, prompt_token_ids, max_tokens)
     tool_parser = _tool_parser(state, request, tools)
-    structured, field = _constraint(request, tools, tool_parser)
+    structured, field = _constraint(request, tools, tool_parser, state.tool_tags_are_tokens)
     params = sampling_params(state, request, max_tokens, _num_logprobs(request), structured)
     check_request(state, prompt_token_ids, params, field)
     return ChatJob(
@@ -137,7 +137,7 @@ def _tool_parser(state: ServerState, request: ChatCompletionRequest, tools) -> s
     return state.tool_parser
 
 
-def _constraint(request: ChatCompletionRequest, tools, parser: str | None):
+def _constraint(request: ChatCompletionRequest, tools, parser: str | None, tag_tokens: bool):
     """The output's grammar and the field that asked for it: response_format & co.; else a
     tool call when tool_choice is "required" or names a tool; else, with tool_choice "auto"
     and a `strict` tool, text in which any call the model opens is a valid one."""
@@ -150,7 +150,8 @@ def _constraint(request: ChatCompletionRequest, tools, parser: str | None):
         raise bad_request(f"tool_choice {choice!r} cannot be combined with {field}", field)
     if structured is not None or not (forced or _any_strict(tools)):
         return structured, field
-    spec = tool_call_constraint(parser, tools, request.parallel_tool_calls, lazy=not forced)
+    parallel = request.parallel_tool_calls
+    spec = tool_call_constraint(parser, tools, parallel, lazy=not forced, marker_tokens=tag_tokens)
     return spec, "tool_choice" if forced else "tools"
 
 

@@ -183,6 +183,12 @@ class ServerState:
         return tool_parser_for_model(self.model_type, self.tokenizer.chat_template)
 
     @functools.cached_property
+    def tool_tags_are_tokens(self) -> bool:
+        """Whether `<tool_call>` and `</tool_call>` are tokens of their own (tool grammars
+        must then name the tokens: tool_grammars.py)."""
+        return {"<tool_call>", "</tool_call>"} <= set(self.tokenizer.get_added_vocab())
+
+    @functools.cached_property
     def tools_problem(self) -> str | None:
         """Why requests with tools cannot work with this model as served, or None: its chat
         template never shows tools to the model, or no tool-call format is known for it."""

@@ -8,6 +8,12 @@ match, so `TEXT "<tool_call>"` commits to a call as soon as the marker is writte
 
 Arguments follow the tool's JSON schema (a non-strict tool's are any object in a lazy
 grammar). JSON is compact (JSON_OPTIONS), so a call cannot be padded with whitespace forever.
+
+Where the tokenizer has `<tool_call>` and `</tool_call>` as tokens of their own (Qwen2.5, Qwen3,
+Qwen3-Coder), the grammar names those tokens (`marker_tokens`): llguidance treats added tokens
+as special, and a quoted "<tool_call>" inside a longer lexeme would make the model spell the
+tag in pieces, which it was never trained to do. Text then runs until the model writes the
+token, with no lazy lexeme needed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from purellm.sampling_params import StructuredOutputsParams
 from purellm.server.qwen3_coder_parser import is_text_parameter
 
 TEXT = "TEXT: /(.|\\n)*/\n"
-OPEN = '"<tool_call>"'
+MARKERS = {False: ('"<tool_call>"', '"</tool_call>"'), True: ("<tool_call>", "</tool_call>")}
+"""(opening, closing) tag as quoted text, or as the tokenizer's own tokens."""
 ANY_OBJECT = {"type": "object"}
 # qwen3_coder: a text value is anything without a closing tag, and not "null" (the parser's
 # null), then its own closing tag
@@ -32,25 +39,29 @@ QWEN3_VALUE = (
 
 
 def tool_call_constraint(
-    parser: str, tools: list[dict], parallel: bool, lazy: bool = False
+    parser: str, tools: list[dict], parallel: bool, lazy: bool = False, marker_tokens: bool = False
 ) -> StructuredOutputsParams | None:
     """The grammar of `parser`'s tool calls (None for a format without one). `tools` are
-    the callable ones; `lazy` allows text around the calls (and no call at all)."""
+    the callable ones; `lazy` allows text around the calls (and no call at all);
+    `marker_tokens`: the tags are tokens of the tokenizer's own."""
+    opening, closing = MARKERS[marker_tokens]
     if parser == "hermes":
-        rules = f'body: "\\n" {_json_calls(tools, "arguments", lazy)} "\\n</tool_call>"\n'
+        rules = f'body: "\\n" {_json_calls(tools, "arguments", lazy)} "\\n" {closing}\n'
     elif parser == "qwen3_coder":
         functions = " | ".join(f"f{i}" for i in range(len(tools)))
-        rules = f'body: "\\n" ({functions}) "</tool_call>"\n' + _qwen3_functions(tools, lazy)
+        rules = f'body: "\\n" ({functions}) {closing}\n' + _qwen3_functions(tools, lazy)
     elif parser == "llama3_json":
         return _llama3_json(tools, parallel, lazy)
     else:
         return None
-    if lazy:
-        calls = "(head body)" + ("*" if parallel else "?")
-        start = f"start: {calls} TEXT\nhead[lazy]: TEXT {OPEN}\n{TEXT}"
+    repeat = "*" if parallel else "?"
+    if lazy and marker_tokens:  # free text cannot hold the token: the call starts at it
+        start = f"start: TEXT ({opening} body TEXT){repeat}\n{TEXT}"
+    elif lazy:
+        start = f"start: (head body){repeat} TEXT\nhead[lazy]: TEXT {opening}\n{TEXT}"
     else:
-        more = f' ("\\n" {OPEN} body)*' if parallel else ""
-        start = f"start: {OPEN} body{more}\n"
+        more = f' ("\\n" {opening} body)*' if parallel else ""
+        start = f"start: {opening} body{more}\n"
     return StructuredOutputsParams(grammar=start + rules)
 
 

@@ -4,6 +4,7 @@ parse, name a tool and validate against its schema."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -71,6 +72,14 @@ def grammars():
     return tok, Grammars(tok, len(tok), {tok.eos_token_id})
 
 
+@pytest.fixture(scope="module")
+def tag_token_grammars():
+    """A tokenizer with `<tool_call>` and `</tool_call>` as tokens of their own, as Qwen's."""
+    tok = copy.deepcopy(tokenizer())  # the shared one must stay as it is
+    tok.add_tokens(["<tool_call>", "</tool_call>"])
+    return tok, Grammars(tok, len(tok), {tok.eos_token_id})
+
+
 def _allowed(matcher, vocab: int) -> list[int]:
     words = np.frombuffer(matcher.allowed_tokens(), dtype=np.uint32)
     bits = np.unpackbits(words.view(np.uint8), bitorder="little")[:vocab]
@@ -103,15 +112,19 @@ def _walk(tok, matcher, rng: random.Random, trigger: str | None, after: int) -> 
     return None
 
 
-@pytest.mark.parametrize("parser", ["hermes", "llama3_json", "qwen3_coder"])
+@pytest.mark.parametrize(
+    "parser, tag_tokens",
+    [("hermes", False), ("llama3_json", False), ("qwen3_coder", False), ("hermes", True),
+     ("qwen3_coder", True)],
+)  # fmt: skip
 @pytest.mark.parametrize("lazy", [False, True])
-def test_every_finished_output_is_valid_calls(grammars, parser, lazy):
-    tok, compiled = grammars
+def test_every_finished_output_is_valid_calls(request, parser, tag_tokens, lazy):
+    tok, compiled = request.getfixturevalue("tag_token_grammars" if tag_tokens else "grammars")
     rng = random.Random(0)
     finished = 0
     for i in range(30):
         parallel = i % 3 != 0
-        spec = tool_call_constraint(parser, TOOLS, parallel, lazy)
+        spec = tool_call_constraint(parser, TOOLS, parallel, lazy, marker_tokens=tag_tokens)
         trigger = TRIGGERS[parser] if lazy and i % 2 == 0 else None
         after = 0 if parser == "llama3_json" else 3  # its calls are the whole message
         text = _walk(tok, compiled.matchers(spec, 1)[0], rng, trigger, after)
@@ -135,6 +148,25 @@ def test_lazy_grammar_leaves_text_free_until_the_marker(grammars):
     for token in tok.encode("Let me look. <tool_call>", add_special_tokens=False):
         matcher.accept(token)
     assert [tok.decode([t]) for t in _allowed(matcher, len(tok))] == ["\n"]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_tag_tokens_are_what_the_grammar_asks_for(tag_token_grammars, lazy):
+    """The model writes its own `<tool_call>` and `</tool_call>` tokens, as trained; with
+    the tags quoted as text, llguidance would only take them spelled out in pieces."""
+    tok, compiled = tag_token_grammars
+    opening, closing = tok.convert_tokens_to_ids(["<tool_call>", "</tool_call>"])
+    spec = tool_call_constraint("hermes", TOOLS, True, lazy, marker_tokens=True)
+    matcher = compiled.matchers(spec, 1)[0]
+    for token in tok.encode("Let me look. " if lazy else "", add_special_tokens=False):
+        matcher.accept(token)
+    assert opening in _allowed(matcher, len(tok))
+    call = '\n{"name": "read_file", "arguments": {"path": "a", "mode": "b"}}\n'
+    for token in [opening, *tok.encode(call, add_special_tokens=False)]:
+        matcher.accept(token)
+    assert _allowed(matcher, len(tok)) == [closing]
+    matcher.accept(closing)
+    assert not matcher._inner.is_error()
 
 
 def test_a_non_strict_tool_takes_any_arguments_in_a_lazy_grammar():
