@@ -20,31 +20,25 @@ S, B = {"type": "string"}, {"type": "boolean"}
 NULLABLE = {"type": ["string", "null"]}
 
 
+def _strict(properties: dict) -> dict:
+    """An object schema after Roo's strict conversion: every property required, no others."""
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}  # fmt: skip
+
+
 def _tool(name: str, properties: dict, strict: bool = True) -> dict:
-    parameters = {"type": "object", "properties": properties, "required": list(properties),
-                  "additionalProperties": False}  # fmt: skip
-    return {"type": "function", "function": {"name": name, "description": f"{name} " * 40,
-            "strict": strict, "parameters": parameters}}  # fmt: skip
+    function = {"name": name, "description": f"{name} " * 40, "strict": strict,
+                "parameters": _strict(properties)}  # fmt: skip
+    return {"type": "function", "function": function}
 
 
-LINES = {"type": ["array", "null"], "items": {"type": "object", "properties": {
-    "start": {"type": "integer"}, "end": {"type": "integer"}}, "required": ["start", "end"],
-    "additionalProperties": False}}  # fmt: skip
+def _array_of(properties: dict, nullable: bool = False) -> dict:
+    return {"type": ["array", "null"] if nullable else "array", "items": _strict(properties)}
+
+
+LINES = _array_of({"start": {"type": "integer"}, "end": {"type": "integer"}}, nullable=True)
 TOOLS = [
-    _tool(
-        "read_file",
-        {
-            "files": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"path": S, "line_ranges": LINES},
-                    "required": ["path", "line_ranges"],
-                    "additionalProperties": False,
-                },
-            }
-        },
-    ),  # fmt: skip
+    _tool("read_file", {"files": _array_of({"path": S, "line_ranges": LINES})}),
     _tool("write_to_file", {"path": S, "content": S, "line_count": {"type": "integer"}}),
     _tool("apply_diff", {"path": S, "diff": S}),
     _tool("insert_content", {"path": S, "line": {"type": "integer"}, "content": S}),
@@ -58,7 +52,7 @@ TOOLS = [
             "ignore_case": B,
             "start_line": NULLABLE,
         },
-    ),  # fmt: skip
+    ),
     _tool("search_files", {"path": S, "regex": S, "file_pattern": NULLABLE}),
     _tool("list_files", {"path": S, "recursive": B}),
     _tool("list_code_definition_names", {"path": S}),
@@ -66,19 +60,8 @@ TOOLS = [
     _tool("execute_command", {"command": S, "cwd": NULLABLE}),
     _tool(
         "ask_followup_question",
-        {
-            "question": S,
-            "follow_up": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"text": S, "mode": NULLABLE},
-                    "required": ["text", "mode"],
-                    "additionalProperties": False,
-                },
-            },
-        },
-    ),  # fmt: skip
+        {"question": S, "follow_up": _array_of({"text": S, "mode": NULLABLE})},
+    ),
     _tool("attempt_completion", {"result": S}),
     _tool("switch_mode", {"mode_slug": S, "reason": S}),
     _tool("update_todo_list", {"todos": S}),

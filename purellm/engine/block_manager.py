@@ -102,15 +102,11 @@ class BlockManager:
         return True
 
     def shrink(self, seq: Sequence, num_tokens: int) -> None:
-        """Free the blocks past those `num_tokens` tokens need (speculated tokens that were
-        rejected: unhashed, first in the queue to be reused)."""
+        """Free the blocks past those `num_tokens` tokens need (they held speculated tokens
+        that were rejected)."""
         keep = self.blocks_needed(num_tokens)
         while len(seq.block_table) > keep:
-            block = self.blocks[seq.block_table.pop()]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                self.free_queue[block.block_id] = None
-                self.free_queue.move_to_end(block.block_id, last=False)
+            self._release(seq.block_table.pop())
 
     def cache_full_blocks(self, seq: Sequence) -> None:
         """Register the blocks that computing the sequence's tokens has filled."""
@@ -131,16 +127,19 @@ class BlockManager:
         """Release a sequence's blocks. Its tail goes first into the queue, so under pressure
         the tail is evicted before the shared prefix."""
         for block_id in reversed(seq.block_table):
-            block = self.blocks[block_id]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                if block.block_hash is None:
-                    self.free_queue[block_id] = None
-                    self.free_queue.move_to_end(block_id, last=False)
-                else:
-                    self.free_queue[block_id] = None
+            self._release(block_id)
         seq.block_table = []
         self.seq_hashes.pop(seq.seq_id, None)
+
+    def _release(self, block_id: int) -> None:
+        """One reference fewer; an unreferenced block joins the free queue: first to be
+        reused when it holds nothing cached, last (LRU) when its contents may be hit again."""
+        block = self.blocks[block_id]
+        block.ref_count -= 1
+        if block.ref_count == 0:
+            self.free_queue[block_id] = None
+            if block.block_hash is None:
+                self.free_queue.move_to_end(block_id, last=False)
 
     def check_integrity(self, live: list[Sequence]) -> None:
         """Raise if reference counts or the free queue disagree with the live sequences."""

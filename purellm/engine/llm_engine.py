@@ -10,7 +10,7 @@ from purellm.config import EngineConfig
 from purellm.engine.block_manager import BlockManager
 from purellm.engine.detokenizer import IncrementalDetokenizer
 from purellm.engine.ngram import NgramProposer
-from purellm.engine.scheduler import Scheduler, SchedulerOutput
+from purellm.engine.scheduler import ScheduledSeq, Scheduler, SchedulerOutput
 from purellm.engine.sequence import Sequence
 from purellm.engine.speculator import Speculator
 from purellm.engine.stats import EngineStats
@@ -206,7 +206,7 @@ class LLMEngine:
                 deltas.append(self._emit(item, row))
         return deltas
 
-    def _emit(self, item, sampled: list[SampledToken]) -> DeltaOutput:
+    def _emit(self, item: ScheduledSeq, sampled: list[SampledToken]) -> DeltaOutput:
         """Output the sampled token, or with drafts: the drafts that equal the samples after
         their predecessors, then the sample after the last of them."""
         seq, drafts = item.seq, item.draft_token_ids
