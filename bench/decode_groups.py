@@ -1,9 +1,11 @@
-"""Decode steps with attention groups split by context length, against one group padded to the
-longest context: the mean decode step time for batches of mixed context lengths, the two
-alternating in one run. Not a test.
+"""Decode steps with attention groups as the runner makes them, against groups made another
+way: the mean decode step time, the two alternating in one run. Not a test.
 
-    python bench/decode_groups.py                 # default model
-    python bench/decode_groups.py --rounds 3 --steps 30
+`--compare length`: split by context length against one group padded to the longest context.
+`--compare cache`: groups cut to fit the CPU's cache (runner.max_group_keys) against uncut.
+
+    python bench/decode_groups.py                 # default model, --compare length
+    python bench/decode_groups.py --compare cache --rounds 3 --steps 30
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ WORKLOADS = {  # name -> prompt lengths
     "63 x 32 + 1 x 2000": [32] * 63 + [2000],
     "64 spread 32-1024": [_RNG.randint(32, 1024) for _ in range(64)],
     "16 x 256 + 16 x 2048": [256] * 16 + [2048] * 16,
+    "64 x 512": [512] * 64,
+    "16 x 4000": [4000] * 16,
 }
 ONE_GROUP = {"cpu": 1 << 40, "gpu": 1 << 40}
 
@@ -51,22 +55,32 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--compare", choices=("length", "cache"), default="length")
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=None)
     args = parser.parse_args()
     llm = LLM(args.model, max_model_len=4096)
-    grouped = dict(inputs.GROUP_COST_TOKENS)
-    print("| workload | split by length, ms a step | one group, ms a step | ratio |")
+    runner, grouped = llm.engine.runner, dict(inputs.GROUP_COST_TOKENS)
+    capped = runner.max_group_keys
+
+    def configure(mode: str) -> None:
+        inputs.GROUP_COST_TOKENS = ONE_GROUP if mode == "one group" else grouped
+        runner.max_group_keys = None if mode == "uncut" else capped
+
+    modes = ("split by length", "one group") if args.compare == "length" else ("cut", "uncut")
+    print(f"max_group_keys {capped}")
+    print(f"| workload | {modes[0]}, ms a step | {modes[1]}, ms a step | ratio |")
     print("|---|---|---|---|")
-    for name, lens in WORKLOADS.items():
-        times: dict[str, list[float]] = {"split": [], "one": []}
-        step_ms(llm, lens, 3)  # warm-up: this workload's shapes
+    for name in args.workloads or WORKLOADS:
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        step_ms(llm, WORKLOADS[name], 3)  # warm-up: this workload's shapes
         for _ in range(args.rounds):
-            for mode, cost in (("split", grouped), ("one", ONE_GROUP)):
-                inputs.GROUP_COST_TOKENS = cost
-                times[mode].append(step_ms(llm, lens, args.steps))
-        inputs.GROUP_COST_TOKENS = grouped
-        split, one = (" / ".join(f"{t:.1f}" for t in times[m]) for m in ("split", "one"))
-        ratio = statistics.median(times["one"]) / statistics.median(times["split"])
-        print(f"| {name} | {split} | {one} | {ratio:.2f}x |")
+            for mode in modes:
+                configure(mode)
+                times[mode].append(step_ms(llm, WORKLOADS[name], args.steps))
+        configure(modes[0])
+        ours, theirs = (" / ".join(f"{t:.1f}" for t in times[m]) for m in modes)
+        ratio = statistics.median(times[modes[1]]) / statistics.median(times[modes[0]])
+        print(f"| {name} | {ours} | {theirs} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

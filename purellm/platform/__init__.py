@@ -14,6 +14,7 @@ from purellm.platform.preflight import preflight  # torch-free; the function sha
 _LAZY = {
     "KV_CACHE_CPU_DEFAULT_BYTES": "purellm.platform.memory",
     "DeviceChoice": "purellm.platform.device",
+    "attention_group_bytes": "purellm.platform.device",
     "batched_tokens_default": "purellm.platform.device",
     "choose_device": "purellm.platform.device",
     "configure_threads": "purellm.platform.device",
@@ -26,6 +27,7 @@ __all__ = [
     "KV_CACHE_CPU_DEFAULT_BYTES",
     "DeviceChoice",
     "PlatformError",
+    "attention_group_bytes",
     "batched_tokens_default",
     "choose_device",
     "configure_threads",

@@ -124,6 +124,26 @@ def _processor_blocks(text: str) -> list[dict[str, str]]:
     return blocks
 
 
+def parse_cache_size(text: str) -> int:
+    """Bytes from a sysfs cache `size` text such as "32768K" (0 when unreadable)."""
+    text = text.strip()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    return int(number) * unit if number.isdigit() else 0
+
+
+def last_level_cache_bytes() -> int:
+    """The size of the largest cache level the first CPU sees (its L3 on desktop and server
+    CPUs), from sysfs; 0 where sysfs does not say."""
+    sizes = [0]
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            sizes.append(parse_cache_size((index / "size").read_text()))
+        except OSError:
+            continue
+    return max(sizes)
+
+
 def parse_meminfo(text: str) -> tuple[int, int]:
     """(MemTotal, MemAvailable) in bytes from the text of /proc/meminfo (0 when absent)."""
     values = {}

@@ -12,7 +12,13 @@ from functools import lru_cache
 import torch
 
 from purellm import env
-from purellm.platform.cpu import isa_from_flags, physical_cores, read_cpu_facts, thread_count
+from purellm.platform.cpu import (
+    isa_from_flags,
+    last_level_cache_bytes,
+    physical_cores,
+    read_cpu_facts,
+    thread_count,
+)
 from purellm.platform.decide import Decision, decide_device, decide_dtype
 from purellm.platform.errors import PlatformError
 from purellm.platform.facts import gather_build, gather_gpus
@@ -89,6 +95,24 @@ def batched_tokens_default(device: torch.device, max_num_seqs: int) -> int:
     same prompt and batch throughput (bench/prefill_chunks.py, BENCHMARKS.md)."""
     default = BATCHED_TOKENS_CPU if device.type == "cpu" else BATCHED_TOKENS_GPU
     return max(default, max_num_seqs)
+
+
+ATTENTION_GROUP_CACHE_SHARE = 1 / 4
+"""Of the CPU's last-level cache, what one attention group's gathered keys and values may
+take. On a 32 MiB L3 (BENCHMARKS.md, 2026-12-07): groups of 6-12 MiB made 64 x 512 decode
+steps 1.15-1.25x and 16 x 4000 1.3-1.44x faster than one group, 3 MiB less so (more ops), 18
+MiB barely."""
+ATTENTION_GROUP_BYTES_FALLBACK = 8 << 20
+
+
+def attention_group_bytes(device: torch.device) -> int | None:
+    """The most bytes of keys and values (per layer) one attention group should gather: on a
+    CPU a share of the last-level cache, so that the attention matmuls read the gathered copy
+    from the cache rather than from memory; None (no limit) on GPUs, where it is unmeasured."""
+    if device.type != "cpu":
+        return None
+    cache = last_level_cache_bytes()
+    return int(cache * ATTENTION_GROUP_CACHE_SHARE) if cache else ATTENTION_GROUP_BYTES_FALLBACK
 
 
 def kv_cache_budget(

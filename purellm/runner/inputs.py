@@ -37,13 +37,17 @@ def prepare_inputs(
     device: torch.device,
     dtype: torch.dtype,
     sliding_window: int | None = None,
+    max_group_keys: int | None = None,
 ) -> StepInputs:
-    """Decodes (one new token) go first, batched in groups of similar context length; each
-    longer chunk follows as a group of its own."""
+    """Decodes (one new token) go first, batched in groups of similar context length, each
+    group reading at most `max_group_keys` keys (None: no limit); each longer chunk follows as
+    a group of its own."""
     decodes = [w for w in work if len(w.token_ids) == 1]
     chunks = [w for w in work if len(w.token_ids) > 1]
     group_cost = GROUP_COST_TOKENS["cpu" if device.type == "cpu" else "gpu"]
     decode_groups = split_by_length(decodes, block_size, group_cost)
+    if max_group_keys is not None:
+        decode_groups = cap_groups(decode_groups, block_size, max_group_keys)
     decodes = [s for group in decode_groups for s in group]
     input_ids: list[int] = []
     positions: list[int] = []
@@ -99,6 +103,21 @@ def split_by_length(
         groups.append([decodes[i] for i in order[prev + 1 : end + 1]])
         end = prev
     return groups[::-1]
+
+
+def cap_groups(groups: list[list[SeqWork]], block_size: int, max_keys: int) -> list[list[SeqWork]]:
+    """Each group, in order, cut into near-equal parts of at most `max_keys` keys each (size
+    times the group's longest context, in whole blocks); a sequence alone may exceed it. On a
+    CPU a group whose gathered keys and values fit in the cache is read back from it by the
+    attention matmuls instead of from memory."""
+    capped = []
+    for group in groups:
+        width = max(-(-w.context_len // block_size) for w in group) * block_size
+        parts = -(-len(group) // max(1, max_keys // width))
+        capped += [
+            group[len(group) * i // parts : len(group) * (i + 1) // parts] for i in range(parts)
+        ]
+    return capped
 
 
 def _group(

@@ -12,6 +12,7 @@ from purellm.layers.quant.config import QuantConfig, resolve
 from purellm.layers.sampler import Sampler, SamplingBatch
 from purellm.loaders.model_files import ModelFiles
 from purellm.platform import (
+    attention_group_bytes,
     batched_tokens_default,
     choose_device,
     configure_threads,
@@ -60,6 +61,9 @@ class ModelRunner:
             )
         self.max_model_len = min(max_model_len, capacity)
         allocate_kv_cache(layers, self.num_blocks, self.block_size, self.dtype, self.device)
+        group_bytes = attention_group_bytes(self.device)
+        per_key = max(bytes_per_block([a], 1, self.dtype) for a in layers)  # K and V, a layer
+        self.max_group_keys = group_bytes // per_key if group_bytes else None
         backend = _attention_backend(config.attention_backend, choice, self.dtype)
         for attn in layers:
             attn.backend = backend
@@ -108,7 +112,12 @@ class ModelRunner:
         """Compute the step's tokens; for each sequence that samples, in order, one sampled
         token, or one per position after its last known token when it has drafts."""
         inputs = prepare_inputs(
-            work, self.block_size, self.device, self.dtype, self.model.sliding_window
+            work,
+            self.block_size,
+            self.device,
+            self.dtype,
+            self.model.sliding_window,
+            self.max_group_keys,
         )
         hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta)
         if not inputs.sampling:

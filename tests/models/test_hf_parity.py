@@ -80,6 +80,17 @@ def test_decodes_split_by_context_length_match_transformers(checkpoint, monkeypa
     assert [o.outputs[0].token_ids for o in outs] == expected
 
 
+def test_decodes_cut_to_the_cache_budget_match_transformers(checkpoint, monkeypatch):
+    """One decode group by length, cut into parts of at most 24 keys (a CPU's cache budget,
+    made tiny): groups of one to a few sequences of different widths."""
+    monkeypatch.setattr(inputs, "GROUP_COST_TOKENS", {"cpu": 1 << 40, "gpu": 1 << 40})
+    folder, ids, expected = checkpoint
+    llm = _llm(folder, block_size=4)
+    llm.engine.runner.max_group_keys = 24
+    outs = llm.generate([{"prompt_token_ids": i} for i in ids], _greedy())
+    assert [o.outputs[0].token_ids for o in outs] == expected
+
+
 @pytest.mark.parametrize("backend", ["matmul", "hybrid"])
 def test_other_attention_backends_match_transformers(checkpoint, backend):
     folder, ids, expected = checkpoint

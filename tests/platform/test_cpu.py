@@ -4,6 +4,7 @@ from purellm.platform.cpu import (
     has_native_bf16,
     isa_from_flags,
     isa_mismatch,
+    parse_cache_size,
     parse_cpuinfo,
     parse_meminfo,
     thread_count,
@@ -59,3 +60,10 @@ def test_meminfo():
     text = "MemTotal:       32768000 kB\nMemFree:  1000 kB\nMemAvailable:   16384000 kB\n"
     assert parse_meminfo(text) == (32768000 * 1024, 16384000 * 1024)
     assert parse_meminfo("") == (0, 0)
+
+
+def test_sysfs_cache_sizes_are_read_in_bytes():
+    assert parse_cache_size("32768K\n") == 32 << 20
+    assert parse_cache_size("2M") == 2 << 20
+    assert parse_cache_size("512") == 512
+    assert parse_cache_size("") == parse_cache_size("big") == 0

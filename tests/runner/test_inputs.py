@@ -1,12 +1,13 @@
 """How a step's decodes are grouped for attention: by context length, when the padding a
-shared group would read costs more than another group's own ops."""
+shared group would read costs more than another group's own ops, and into parts whose keys fit
+in the CPU's cache."""
 
 from __future__ import annotations
 
 import itertools
 import random
 
-from purellm.runner.inputs import split_by_length
+from purellm.runner.inputs import cap_groups, split_by_length
 from purellm.step import SeqWork
 
 
@@ -54,3 +55,26 @@ def test_the_split_is_the_cheapest_one_over_runs_of_similar_widths():
         )
         # within 1/8 of a width a run stays together, so the split may pay that much padding
         assert _cost(groups, 16, cost) <= best * 9 / 8 + cost, (contexts, cost, groups)
+
+
+def test_groups_are_cut_to_fit_the_key_budget():
+    rng = random.Random(1)
+    for _ in range(200):
+        contexts = sorted(rng.randint(1, 3000) for _ in range(rng.randint(1, 40)))
+        max_keys = rng.choice([16, 500, 4096, 20_000])
+        groups = split_by_length(_decodes(contexts), 16, rng.choice([0, 1024]))
+        capped = _contexts(cap_groups(groups, 16, max_keys))
+        assert [c for g in capped for c in g] == [c for g in _contexts(groups) for c in g]
+        for group in capped:  # each within the budget, or a sequence alone
+            keys = len(group) * -(-max(group) // 16) * 16
+            assert keys <= max_keys or len(group) == 1, (group, max_keys)
+        needed = sum(  # as many parts as the longest context's width needs
+            -(-len(g) // max(1, max_keys // (-(-max(g) // 16) * 16))) for g in _contexts(groups)
+        )
+        assert len(capped) == needed
+
+
+def test_a_group_within_the_budget_stays_whole():
+    groups = split_by_length(_decodes([32] * 64), 16, 1024)
+    assert _contexts(cap_groups(groups, 16, 64 * 32)) == [[32] * 64]
+    assert _contexts(cap_groups(groups, 16, 64 * 32 - 1)) == [[32] * 32, [32] * 32]
