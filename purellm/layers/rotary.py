@@ -55,12 +55,17 @@ class RotaryEmbedding(nn.Module):
         self.sin = (freqs.sin() * scaling).to(device)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for `positions` [T], each [T, 1, head_dim // 2] in float32."""
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        """cos and signed sin for `positions`, each [T, 1, head_dim] in float32, built once a
+        step for every layer: cos twice, and -sin then sin, so that one multiply-add with the
+        halves swapped is the rotate-half rotation."""
+        cos, sin = self.cos[positions], self.sin[positions]  # [T, head_dim // 2] each
+        cos = torch.cat((cos, cos), dim=-1).unsqueeze(1)  # [T, 1, head_dim]
+        return cos, torch.cat((-sin, sin), dim=-1).unsqueeze(1)  # [T, 1, head_dim] each
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [T, heads, head_dim] by the positions' angles, in float32."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.to(x.dtype)
+    """Rotate x [T, heads, head_dim] by the positions' angles, in float32: with x = (x1, x2),
+    (x1 cos - x2 sin, x2 cos + x1 sin), the same float operations as the rotate-half form."""
+    xf = x.float()
+    swapped = xf.roll(x.shape[-1] // 2, dims=-1)  # (x2, x1)
+    return (xf * cos + swapped * sin).to(x.dtype)
