@@ -26,6 +26,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from purellm import LLM, SamplingParams
 
+sys.path.insert(0, str(Path(__file__).parent))
+from gpu_bench import write_checkpoint  # noqa: E402
+
 KINDS = [  # (kind, substrings of op names), first match wins
     ("matmul (linears, LM head)", ("addmm", "aten::mm", "linear", "_weight_int", "onednn")),
     ("attention matmul/softmax/sdpa", ("bmm", "matmul", "softmax", "scaled_dot", "flash")),
@@ -64,9 +67,6 @@ def main() -> None:
     args = parse_args()
     if args.shape is None:
         return profile_steps(args, args.model)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_bench import write_checkpoint
-
     with tempfile.TemporaryDirectory() as folder:
         write_checkpoint(Path(folder), args.shape, torch.bfloat16)
         profile_steps(args, folder)
@@ -123,4 +123,5 @@ def report(prof, args, seconds: float, on_gpu: bool) -> None:
 
 
 if __name__ == "__main__":
+    torch.set_grad_enabled(False)
     main()
